@@ -45,9 +45,9 @@ class TrainConfig:
 
     # --- optimisation -----------------------------------------------------------------------
     epochs: float = 4
-    batch_size: int = 32
+    batch_size: int = 16
     eval_batch_size: int = 128
-    learning_rate: float = 1e-4
+    learning_rate: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     lr_scheduler: str = "linear"

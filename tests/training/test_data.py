@@ -221,7 +221,7 @@ def test_yaml_then_cli_overrides(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("epochs: 2\nlearning_rate: 0.001\nmax_length: 64\n")
     cfg = load_config(path, learning_rate=0.01, batch_size=None)
-    assert (cfg.epochs, cfg.learning_rate, cfg.max_length, cfg.batch_size) == (2, 0.01, 64, 32)
+    assert (cfg.epochs, cfg.learning_rate, cfg.max_length, cfg.batch_size) == (2, 0.01, 64, 16)
 
 
 def test_unknown_config_key_is_an_error(tmp_path):
