@@ -50,3 +50,46 @@ def tiny_run_dir(tmp_path_factory, tiny_model_dir) -> Path:
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
     (run_dir / "metrics.json").write_text(json.dumps({"validation": {}, "test": {}}))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run_dir(tmp_path_factory, tiny_run_dir) -> Path:
+    """`tiny_run_dir` with the model fine-tuned (a few seconds) so its predictions mean something:
+    ~100% accuracy on the tiny validation/test rows, confident probabilities."""
+    import shutil
+
+    from tests.tiny import train_tiny_model
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny-trained-run"
+    shutil.copytree(tiny_run_dir, run_dir)
+    label_id = {name: i for i, name in enumerate(LABELS)}
+    rows = [{"text": r["text"], "label": label_id[r["label"]]} for r in tiny_dataset(200, 10)]
+    write_jsonl(run_dir / "data" / "train.jsonl", rows)
+    train_tiny_model(run_dir / "model", rows)
+    info = json.loads((run_dir / "run_info.json").read_text())
+    info["run_id"] = "tiny-trained-run"
+    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_bento_model(tiny_trained_run_dir):
+    """`sentiment-classifier:<version>` INT8 model in the temp BentoML store, made by the export
+    stage from the trained tiny run (no graph-optimization trial, to stay fast)."""
+    from export import ExportConfig, export_run
+
+    return export_run(tiny_trained_run_dir, ExportConfig(optimize="off"))
+
+
+@pytest.fixture(scope="session")
+def classify_server(tiny_bento_model):
+    """Base URL (http://127.0.0.1:PORT) of a real `bentoml serve service:SentimentClassifier`
+    serving `tiny_bento_model` from the temp store; waits for /readyz, stops at session end."""
+    from tests.service.serving import BentoServer
+
+    server = BentoServer("service:SentimentClassifier", env={"MODEL_TAG": str(tiny_bento_model)})
+    try:
+        server.wait_ready()
+        yield server.url
+    finally:
+        server.stop()

@@ -86,3 +86,29 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     return path
+
+
+def train_tiny_model(model_dir: Path, rows: list[dict], steps: int = 25, seed: int = 0) -> Path:
+    """Fine-tune the tiny model in `model_dir` in place on `{"text", "label": int}` rows (seconds).
+
+    Plain torch, full-batch AdamW: enough for the one-word sentiment cue to be learned, so
+    predictions are confident and parity / agreement checks mean something.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = BertForSequenceClassification.from_pretrained(model_dir)
+    batch = tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt")
+    labels = torch.tensor([r["label"] for r in rows])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(model_dir)
+    return model_dir
