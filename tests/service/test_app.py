@@ -1,0 +1,93 @@
+"""Level 2: the service's ASGI app in-process (BentoML's app factory, Starlette TestClient)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.service.cases import BAD_IDS, BAD_REQUESTS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bento_model):
+    """A TestClient over `SentimentClassifier.to_asgi()`, imported with MODEL_TAG = the tiny model."""
+    from starlette.testclient import TestClient
+
+    old = os.environ.get("MODEL_TAG")
+    os.environ["MODEL_TAG"] = str(tiny_bento_model)
+    sys.modules.pop("service", None)
+    try:
+        import service
+
+        with TestClient(service.SentimentClassifier.to_asgi()) as test_client:
+            yield test_client
+    finally:
+        sys.modules.pop("service", None)
+        if old is None:
+            os.environ.pop("MODEL_TAG", None)
+        else:
+            os.environ["MODEL_TAG"] = old
+
+
+def test_classify_answers_in_input_order(client, reference, review_rows):
+    texts = [r["text"] for r in review_rows]
+    resp = client.post("/classify", json={"texts": texts})
+    assert resp.status_code == 200, resp.text
+    answers = resp.json()
+    assert [a["label"] for a in answers] == [r["label"] for r in review_rows]
+    expected = reference(texts)
+    for answer, probs in zip(answers, expected, strict=True):
+        assert set(answer) == {"label", "score", "scores"}
+        assert answer["scores"] == pytest.approx(
+            dict(zip(reference.labels, probs, strict=True)), abs=0.02
+        )
+        assert sum(answer["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "content_type", "status", "message"), BAD_REQUESTS, ids=BAD_IDS
+)
+def test_bad_input_gets_4xx_naming_the_problem(client, name, body, content_type, status, message):
+    headers = {"content-type": content_type or "application/json"}
+    resp = client.post("/classify", content=body, headers=headers)
+    assert resp.status_code == status, resp.text
+    assert message in resp.text
+    assert client.get("/readyz").status_code == 200
+
+
+def test_openapi_and_health_endpoints(client):
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/").status_code == 200
+    spec = client.get("/docs.json").json()
+    schema = json.dumps(spec["paths"]["/classify"])
+    assert "texts" in schema and "maxItems" in schema
+
+
+def test_serving_imports_no_torch_or_transformers(tiny_bento_model):
+    """Importing and instantiating the service (model loaded, one prediction) stays slim."""
+    code = (
+        "import json, sys, service\n"
+        "svc = service.SentimentClassifier.inner()\n"
+        "svc.classifier.predict(['a great film'])\n"
+        "heavy = {'torch', 'transformers', 'optimum', 'datasets', 'sklearn', 'pandas'}\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
+    )
+    env = {**os.environ, "MODEL_TAG": str(tiny_bento_model)}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -1,0 +1,67 @@
+"""The slim bento: `bentoml build` packs only the service, its runtime deps and the model;
+its Dockerfile carries no compiler, no git, no torch; the built bento serves /classify."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.service.serving import REPO_ROOT, BentoServer, bentoml_command
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def built_bento(tiny_bento_model) -> tuple[str, Path]:
+    """(tag, path) of a bento built from bentofile.yaml with the tiny model packed in."""
+    env = {**os.environ, "MODEL_TAG": str(tiny_bento_model), "BENTOML_DO_NOT_TRACK": "true"}
+    out = subprocess.run(
+        [*bentoml_command(), "build", "-o", "tag"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    tag = re.search(r"__tag__:(\S+)", out.stdout).group(1)
+    name, version = tag.split(":")
+    return tag, Path(os.environ["BENTOML_HOME"]) / "bentos" / name / version
+
+
+def test_bento_holds_only_the_service_and_runtime_packages(built_bento, tiny_bento_model):
+    _, path = built_bento
+    sources = sorted(p.relative_to(path / "src").as_posix() for p in (path / "src").rglob("*.py"))
+    assert sources == ["sentiment_runtime.py", "service.py"]
+    requirements = (path / "env/python/requirements.txt").read_text().lower()
+    packages = {re.split(r"[=<>~ ]", line)[0] for line in requirements.split() if line}
+    assert packages == {"bentoml", "onnxruntime", "tokenizers", "numpy", "pydantic"}
+    info = yaml.safe_load((path / "bento.yaml").read_text())
+    models = [m["tag"] for svc in info["services"] for m in svc["models"]]
+    assert models == [str(tiny_bento_model)]
+
+
+def test_dockerfile_is_slim(built_bento):
+    dockerfile = (built_bento[1] / "env/docker/Dockerfile").read_text()
+    assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
+    for heavy in ("build-essential", "apt-get install", "git", "torch", "transformers", "gcc"):
+        assert heavy not in dockerfile, heavy
+
+
+@pytest.mark.server
+def test_built_bento_serves_classify(built_bento):
+    tag, _ = built_bento
+    server = BentoServer(tag, env={"MODEL_TAG": ""})
+    try:
+        server.wait_ready()
+        resp = httpx.post(f"{server.url}/classify", json={"texts": ["a great film", "dull"]})
+        assert resp.status_code == 200, resp.text
+        assert [a["label"] for a in resp.json()] == ["positive", "negative"]
+    finally:
+        server.stop()

@@ -1,0 +1,102 @@
+"""Level 3: a real `bentoml serve service:SentimentClassifier` subprocess, over HTTP."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.service.cases import BAD_IDS, BAD_REQUESTS
+from tests.service.serving import BentoServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+
+@pytest.fixture(scope="module")
+def http(classify_server):
+    limits = httpx.Limits(max_connections=64)
+    with httpx.Client(base_url=classify_server, timeout=30, limits=limits) as client:
+        yield client
+
+
+def histogram(metrics: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts {le: count} of a Prometheus histogram, summed over labels."""
+    buckets: dict[float, float] = {}
+    for le, value in re.findall(
+        rf'^{name}_bucket{{.*?le="([^"]+)".*?}} (\S+)$', metrics, re.MULTILINE
+    ):
+        buckets[float(le)] = buckets.get(float(le), 0.0) + float(value)
+    return buckets
+
+
+def test_classify_in_input_order_matches_onnxruntime(http, reference, review_rows):
+    texts = [r["text"] for r in review_rows]
+    resp = http.post("/classify", json={"texts": texts})
+    assert resp.status_code == 200, resp.text
+    answers = resp.json()
+    expected = reference(texts)
+    assert [a["label"] for a in answers] == [reference.labels[k] for k in expected.argmax(1)]
+    assert [a["label"] for a in answers] == [r["label"] for r in review_rows]
+    for answer, probs in zip(answers, expected, strict=True):
+        assert answer["scores"] == pytest.approx(
+            dict(zip(reference.labels, probs, strict=True)), abs=0.02
+        )
+        assert sum(answer["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert answer["score"] == answer["scores"][answer["label"]]
+
+
+def test_request_larger_than_a_batch_is_split_and_reassembled(http, reference, review_rows):
+    texts = [review_rows[i % len(review_rows)]["text"] + " " + "film " * (i % 7) for i in range(64)]
+    resp = http.post("/classify", json={"texts": texts})  # 64 items > MAX_BATCH_SIZE (32)
+    assert resp.status_code == 200, resp.text
+    expected = reference(texts)
+    assert [a["label"] for a in resp.json()] == [reference.labels[k] for k in expected.argmax(1)]
+
+
+def test_concurrent_requests_are_answered_and_batched(http, reference, review_rows):
+    texts = [review_rows[i % len(review_rows)]["text"] for i in range(96)]
+    with ThreadPoolExecutor(32) as pool:
+        responses = list(pool.map(lambda t: http.post("/classify", json={"texts": [t]}), texts))
+    assert [r.status_code for r in responses] == [200] * len(texts)
+    expected = reference(texts)
+    labels = [r.json()[0]["label"] for r in responses]
+    assert labels == [reference.labels[k] for k in expected.argmax(1)]
+
+    metrics = http.get("/metrics").text
+    texts_per_batch = histogram(metrics, "sentiment_batch_size")
+    requests_per_batch = histogram(metrics, "bentoml_service_adaptive_batch_size")
+    assert texts_per_batch and requests_per_batch, metrics
+    # Some adaptive batch merged more than one request (single-text requests here).
+    assert requests_per_batch[1.0] < requests_per_batch[float("inf")]
+    assert texts_per_batch[1.0] < texts_per_batch[float("inf")]
+    assert re.search(r'^sentiment_predictions_total{label="positive"} [1-9]', metrics, re.MULTILINE)
+    assert "sentiment_tokens_per_text_bucket" in metrics
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "content_type", "status", "message"), BAD_REQUESTS, ids=BAD_IDS
+)
+def test_bad_input_gets_4xx_and_server_stays_ready(http, name, body, content_type, status, message):
+    headers = {"content-type": content_type or "application/json"}
+    resp = http.post("/classify", content=body, headers=headers)
+    assert resp.status_code == status, resp.text
+    assert message in resp.text
+    assert http.get("/readyz").status_code == 200
+
+
+def test_chunked_body_over_the_limit_is_refused(http):
+    chunks = iter([b'{"texts": ["', b"a" * 600_000, b"a" * 600_000, b'"]}'])
+    resp = http.post("/classify", content=chunks, headers={"content-type": "application/json"})
+    assert resp.status_code == 413 and "MAX_BODY_BYTES" in resp.text
+    assert http.post("/classify", json={"texts": ["a great film"]}).status_code == 200
+
+
+def test_missing_model_fails_start_up_with_a_how_to(tiny_bento_model):
+    server = BentoServer(
+        "service:SentimentClassifier", env={"MODEL_TAG": "sentiment-classifier:nope"}
+    )
+    assert server.wait_exit(timeout=60) != 0
+    output = server.output()
+    assert "sentiment-classifier:nope" in output and "make model" in output
