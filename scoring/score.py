@@ -1,0 +1,323 @@
+"""The scoring loop: read chunks, classify them with requests in flight, commit in order."""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from scoring.client import Classifier, RowResult
+from scoring.config import ScoringConfig, ScoringError
+from scoring.io import (
+    Checkpoint,
+    ChunkReader,
+    ParquetWriter,
+    TextWriter,
+    arrow_schema,
+    fingerprint,
+    prediction_fields,
+)
+
+MISSING = "missing text"
+NOT_STRING = "text is not a string"
+EMPTY = "empty text"
+
+
+@dataclass
+class Summary:
+    """What a run did (cumulative over resumed runs, except `seconds` and `rows_this_run`)."""
+
+    output: Path
+    rows: int
+    rows_this_run: int
+    seconds: float
+    label_counts: dict[str, int]
+    skipped: dict[str, int]
+    resumed_from: int = 0
+    requests: int = 0
+    retries: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_this_run / self.seconds if self.seconds > 0 else math.nan
+
+    def __str__(self) -> str:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(self.label_counts.items())) or "none"
+        skipped = sum(self.skipped.values())
+        reasons = "; ".join(f"{v} {k}" for k, v in sorted(self.skipped.items()))
+        lines = [
+            f"scored {self.rows} rows -> {self.output}"
+            + (f" (resumed at row {self.resumed_from})" if self.resumed_from else ""),
+            (
+                f"this run: {self.rows_this_run} rows in {self.seconds:.1f} s "
+                f"({self.rows_per_s:.1f} rows/s), {self.requests} requests, "
+                f"{self.retries} retries"
+            ),
+            f"labels: {labels}",
+            f"rows skipped (label empty, see the error column): {skipped}"
+            + (f" ({reasons})" if skipped else ""),
+        ]
+        return "\n".join(lines)
+
+
+def state_path(output: Path) -> Path:
+    """The checkpoint that lives next to an unfinished output."""
+    return output.with_name(output.name + ".checkpoint.json")
+
+
+def _column_names(prefix: str, labels: list[str], all_scores: bool) -> dict[str, str]:
+    keys = ["label", "score", *([f"score_{lab}" for lab in labels] if all_scores else []), "error"]
+    return {k: prefix + k for k in keys}
+
+
+def _validate_text(value: object) -> str | None:
+    """A local reason to skip the row, or None when it can be sent."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return MISSING
+    if not isinstance(value, str):
+        return f"{NOT_STRING} ({type(value).__name__})"
+    if not value.strip():
+        return EMPTY
+    return None
+
+
+def _assemble(
+    df: pd.DataFrame,
+    keep: list[str],
+    names: dict,
+    labels: list[str],
+    all_scores: bool,
+    results: list[RowResult],
+) -> pd.DataFrame:
+    out = df[keep].copy()
+    out[names["label"]] = pd.array(
+        [r.prediction["label"] if r.prediction else None for r in results], dtype="object"
+    )
+    out[names["score"]] = [
+        float(r.prediction["score"]) if r.prediction else math.nan for r in results
+    ]
+    if all_scores:
+        for lab in labels:
+            out[names[f"score_{lab}"]] = [
+                float(r.prediction["scores"].get(lab, math.nan)) if r.prediction else math.nan
+                for r in results
+            ]
+    out[names["error"]] = pd.array([r.error for r in results], dtype="object")
+    return out
+
+
+def _prepare_output(cfg: ScoringConfig, ckpt_path: Path) -> None:
+    leftovers = [
+        p
+        for p in (
+            cfg.output,
+            ckpt_path,
+            cfg.output.with_name(cfg.output.name + ".partial"),
+            cfg.output.with_name(cfg.output.name + ".parts"),
+        )
+        if p.exists()
+    ]
+    if cfg.overwrite:
+        for p in leftovers:
+            if p.is_dir():
+                import shutil
+
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        return
+    if cfg.output.exists():
+        raise ScoringError(
+            f"output {cfg.output} already exists (a finished run); pass --overwrite to redo it"
+        )
+    if not ckpt_path.exists() and leftovers:
+        raise ScoringError(
+            f"{leftovers[0]} exists without a checkpoint ({ckpt_path.name}), so it cannot be "
+            "resumed safely; pass --overwrite to start over"
+        )
+
+
+def _check_resumable(
+    output: Path, ckpt: Checkpoint, fp: dict, options: dict, columns: list[str]
+) -> None:
+    for what, old, new in (
+        ("input file", ckpt.input, fp),
+        ("options", ckpt.options, options),
+        ("input columns", ckpt.columns, columns),
+    ):
+        if old != new:
+            raise ScoringError(
+                f"cannot resume {output}: the {what} changed since the checkpoint "
+                f"({old} -> {new}); pass --overwrite to start over"
+            )
+
+
+def score_file(
+    cfg: ScoringConfig, on_commit: Callable[[Checkpoint], None] | None = None
+) -> Summary:
+    """Score `cfg.input` into `cfg.output`, resuming from the checkpoint when there is one.
+
+    `on_commit` is called after each chunk is durably written and checkpointed."""
+    in_fmt, out_fmt = cfg.in_format, cfg.out_format
+    reader = ChunkReader(cfg.input, in_fmt, cfg.text_column)
+    available = ", ".join(map(repr, reader.columns))
+    for role, col in (("text", cfg.text_column), ("id", cfg.id_column)):
+        if col is not None and col not in reader.columns:
+            raise ScoringError(
+                f"{role} column {col!r} not found in {cfg.input}; available columns: {available}"
+            )
+    keep = [cfg.id_column] if cfg.id_column else list(reader.columns)
+    ckpt_path = state_path(cfg.output)
+    _prepare_output(cfg, ckpt_path)
+
+    options = {
+        "text_column": cfg.text_column,
+        "id_column": cfg.id_column,
+        "all_scores": cfg.all_scores,
+        "prefix": cfg.prefix,
+        "input_format": in_fmt,
+        "output_format": out_fmt,
+    }
+    fp = fingerprint(cfg.input)
+    ckpt = Checkpoint.load(ckpt_path) if ckpt_path.exists() else None
+    if ckpt is not None:  # local checks first: nothing is sent before they pass
+        _check_resumable(cfg.output, ckpt, fp, options, list(reader.columns))
+
+    stop = threading.Event()
+    clf = Classifier(cfg.url, cfg.timeout, cfg.retries, cfg.backoff, stop)
+    labels = clf.connect()  # fail fast: unreachable service, no /classify
+    names = _column_names(cfg.prefix, labels, cfg.all_scores)
+    clash = sorted(set(keep) & set(names.values()))
+    if clash:
+        raise ScoringError(
+            f"the input already has column(s) {clash}; pass --prefix (e.g. --prefix pred_) "
+            "or --id-column to name the added columns apart"
+        )
+    if ckpt is None:
+        ckpt = Checkpoint(input=fp, options=options, columns=list(reader.columns), labels=labels)
+        ckpt.save(ckpt_path)
+    elif ckpt.labels != labels:
+        raise ScoringError(
+            f"cannot resume {cfg.output}: the service's labels changed since the checkpoint "
+            f"({ckpt.labels} -> {labels}); pass --overwrite to start over"
+        )
+    resumed_from = ckpt.rows_done
+
+    if out_fmt == "parquet":
+        writer = ParquetWriter(cfg.output, schema=None)
+        input_schema = getattr(reader, "arrow_schema", None)
+    else:
+        writer = TextWriter(cfg.output, out_fmt)
+    writer.open(ckpt.parts if out_fmt == "parquet" else ckpt.output_bytes)
+
+    total = reader.num_rows()
+    if cfg.limit is not None:
+        total = cfg.limit if total is None else min(total, cfg.limit)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total,
+        initial=ckpt.rows_done,
+        unit="rows",
+        unit_scale=True,
+        dynamic_ncols=True,
+        disable=not cfg.progress,
+        file=sys.stderr,
+        desc=cfg.input.name,
+    )
+    label_counts, skipped = Counter(ckpt.label_counts), Counter(ckpt.skipped)
+    start, rows_this_run = time.perf_counter(), 0
+    executor = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="scoring")
+
+    def submit(df: pd.DataFrame) -> tuple[pd.DataFrame, list, list[Future]]:
+        texts = df[cfg.text_column].tolist()
+        results: list = [None] * len(texts)
+        ok = []
+        for i, value in enumerate(texts):
+            reason = _validate_text(value)
+            if reason:
+                results[i] = RowResult(None, reason)
+            else:
+                ok.append(i)
+        batches = [ok[i : i + cfg.batch_size] for i in range(0, len(ok), cfg.batch_size)]
+        futures = [executor.submit(clf.score, [texts[j] for j in b]) for b in batches]
+        return df, results, list(zip(batches, futures, strict=True))
+
+    def commit(df: pd.DataFrame, results: list, pending: list) -> None:
+        nonlocal rows_this_run
+        for batch, fut in pending:
+            for j, r in zip(batch, fut.result(), strict=True):
+                results[j] = r
+        out = _assemble(df, keep, names, labels, cfg.all_scores, results)
+        if out_fmt == "parquet" and writer.schema is None:
+            writer.schema = arrow_schema(
+                out, input_schema, keep, prediction_fields(names, labels, cfg.all_scores)
+            )
+        writer.write(out, ckpt)
+        for r in results:
+            if r.prediction:
+                label_counts[r.prediction["label"]] += 1
+            else:
+                skipped[r.error.split(":")[0]] += 1
+        ckpt.rows_done += len(df)
+        ckpt.label_counts, ckpt.skipped = dict(label_counts), dict(skipped)
+        now = time.perf_counter()
+        ckpt.elapsed_s += now - clock[0]
+        clock[0] = now
+        ckpt.save(ckpt_path)
+        rows_this_run += len(df)
+        bar.update(len(df))
+        if on_commit is not None:
+            on_commit(ckpt)
+
+    clock = [start]
+    remaining = None if cfg.limit is None else max(cfg.limit - ckpt.rows_done, 0)
+    try:
+        inflight: deque = deque()
+        if remaining != 0:
+            for df in reader.chunks(cfg.chunk_size, skip=ckpt.rows_done):
+                if remaining is not None:
+                    df = df.iloc[:remaining]
+                    remaining -= len(df)
+                inflight.append(submit(df))
+                if len(inflight) > 1:  # keep the next chunk's requests in flight meanwhile
+                    commit(*inflight.popleft())
+                if remaining == 0:
+                    break
+        while inflight:
+            commit(*inflight.popleft())
+        if out_fmt == "parquet" and writer.schema is None:  # no rows at all
+            empty = _assemble(pd.DataFrame(columns=keep), keep, names, labels, cfg.all_scores, [])
+            writer.schema = arrow_schema(
+                empty, input_schema, keep, prediction_fields(names, labels, cfg.all_scores)
+            )
+        writer.finalize(ckpt)
+        ckpt_path.unlink()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        writer.close()
+        bar.close()
+        clf.close()
+    return Summary(
+        output=cfg.output,
+        rows=ckpt.rows_done,
+        rows_this_run=rows_this_run,
+        seconds=time.perf_counter() - start,
+        label_counts=dict(label_counts),
+        skipped=dict(skipped),
+        resumed_from=resumed_from,
+        requests=clf.requests,
+        retries=clf.retried,
+    )
