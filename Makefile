@@ -72,6 +72,14 @@ test: lint
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
+## Benchmark /classify vs its in-process limit and a FastAPI+PyTorch baseline (~8 min, reports/)
+bench: model
+	$(BIN)/python -m loadtest.bench --model-tag $(MODEL_TAG) $(ARGS)
+
+## Short benchmark (2 steps of 2 s) of the same pipeline, to check it end to end (reports/smoke/)
+bench-smoke: model
+	$(BIN)/python -m loadtest.bench --smoke --model-tag $(MODEL_TAG) $(ARGS)
+
 ## Remove the virtual environment and caches (keeps runs/ and the model store)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,123 @@
+"""Start and stop the servers under test: loopback only, a free port, own process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from loadtest.traffic import REPO_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """A server command in its own process group, output captured to a temp log file.
+
+    `{port}` in the command is replaced by a free loopback port. Use as a context manager: it
+    waits for `ready_path` to answer 200 and always stops the whole group on exit.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        env: dict[str, str] | None = None,
+        ready_path: str = "/readyz",
+        ready_timeout_s: float = 180.0,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [part.replace("{port}", str(self.port)) for part in command]
+        self.env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
+        self.ready_path = ready_path
+        self.ready_timeout_s = ready_timeout_s
+        self.proc: subprocess.Popen | None = None
+        self.log_path = ""
+        self.ready_s = float("nan")
+
+    def __enter__(self):
+        fd, self.log_path = tempfile.mkstemp(prefix="loadtest-server-", suffix=".log")
+        started = time.monotonic()
+        with os.fdopen(fd, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command,
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_s = time.monotonic() - started
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.stop()
+        if exc_type is None:  # keep the log of a failed run for its error message
+            Path(self.log_path).unlink(missing_ok=True)
+
+    def output(self) -> str:
+        return Path(self.log_path).read_text(errors="replace") if self.log_path else ""
+
+    def _wait_ready(self, started: float) -> None:
+        while time.monotonic() - started < self.ready_timeout_s:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{' '.join(self.command)} exited with {self.proc.returncode}:\n"
+                    f"{self.output()[-3000:]}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(
+            f"{' '.join(self.command)} not ready after {self.ready_timeout_s} s:\n"
+            f"{self.output()[-3000:]}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM the process group (server + workers), SIGKILL what is left after 15 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        except ProcessLookupError:
+            pass
+
+
+def bentoml_serve_command(target: str = "service:SentimentClassifier") -> list[str]:
+    """`bentoml serve` of this interpreter's environment, on 127.0.0.1:{port}."""
+    script = Path(sys.executable).parent / "bentoml"
+    cli = [str(script)] if script.exists() else [sys.executable, "-m", "bentoml"]
+    return [*cli, "serve", target, "--host", "127.0.0.1", "--port", "{port}"]
+
+
+def baseline_command(model_dir: str | Path, threads: int | None = None) -> list[str]:
+    """The FastAPI + PyTorch baseline (`python -m loadtest.baseline`) on 127.0.0.1:{port}."""
+    model = str(Path(model_dir).resolve())
+    cmd = [sys.executable, "-m", "loadtest.baseline", "--model-dir", model]
+    cmd += ["--host", "127.0.0.1", "--port", "{port}"]
+    return cmd + (["--threads", str(threads)] if threads else [])

@@ -1,0 +1,37 @@
+"""The baseline app answers with the service's contract, from the same fine-tuned model."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tiny import LABELS
+
+
+@pytest.fixture(scope="module")
+def baseline_client(tiny_trained_run_dir):
+    from fastapi.testclient import TestClient
+
+    from loadtest.baseline import BaselineModel, create_app
+
+    model = BaselineModel(tiny_trained_run_dir / "model", threads=1)
+    assert model.max_length == 32  # the run's window, from run_info.json
+    with TestClient(create_app(model)) as client:
+        yield client
+
+
+def test_baseline_classifies_in_input_order(baseline_client):
+    texts = ["Really superb and charming film.", "Boring, dull plot.", "Brilliant!"]
+    resp = baseline_client.post("/classify", json={"texts": texts})
+    assert resp.status_code == 200
+    answer = resp.json()
+    assert [a["label"] for a in answer] == ["positive", "negative", "positive"]
+    for item in answer:
+        assert list(item["scores"]) == LABELS
+        assert item["score"] == max(item["scores"].values())
+        assert sum(item["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_baseline_rejects_bad_requests(baseline_client):
+    assert baseline_client.post("/classify", json={"texts": []}).status_code == 422
+    assert baseline_client.post("/classify", json={"text": "x"}).status_code == 422
+    assert baseline_client.get("/readyz").status_code == 200

@@ -1,0 +1,113 @@
+"""The benchmark end to end on the tiny model (smoke variant), and the documented Locust command.
+
+Checks that it runs and writes a well-formed report, not the figures (CI machines vary).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest.bench import BenchConfig, run_bench, summarize
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STEP_KEYS = {"users", "requests", "failures", "req_per_s", "texts_per_s", "p50_ms", "p99_ms"}
+
+
+def step(users, texts_per_s, p50=10, p99=20, failures=0, size=8):
+    return {
+        "users": users,
+        "texts_per_s": texts_per_s,
+        "req_per_s": texts_per_s / size,
+        "p50_ms": p50,
+        "p95_ms": p99,
+        "p99_ms": p99,
+        "failures": failures,
+        "texts_per_request": str(size),
+    }
+
+
+def test_summary_computes_the_targets_from_the_steps():
+    report = {
+        "limit": {"texts_per_s": 100.0},
+        "service": {
+            "steps": {"8": [step(1, 40, p50=10), step(4, 90)], "1": [step(1, 20, size=1)]},
+            "half_load": step(32, 45, p99=50),
+        },
+        "baseline": {"steps": {"8": [step(1, 10), step(4, 15, failures=2)], "1": []}},
+    }
+    summary = summarize(report, (8, 1))
+    targets = summary["targets"]
+    assert targets["served_vs_limit"] == {"value": 0.9, "target": ">= 0.85", "ok": True}
+    assert targets["speedup_vs_baseline"]["value"] == 6.0
+    assert targets["p99_half_load_vs_unloaded_p50"]["value"] == 5.0
+    assert not targets["p99_half_load_vs_unloaded_p50"]["ok"]
+    assert targets["zero_failures"] == {"service": 0, "baseline": 2, "ok": False}
+    assert summary["one_text_vs_headline"] == pytest.approx(20 / 90, abs=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_smoke_benchmark_writes_the_report(tiny_bento_model, tiny_trained_run_dir, tmp_path):
+    cfg = BenchConfig.smoke(
+        model_tag=str(tiny_bento_model),
+        run_dir=tiny_trained_run_dir,
+        out_dir=tmp_path,
+        users=(1, 2),
+        duration_s=1.5,
+        warmup_s=0.5,
+        limit_texts=64,
+        torch_texts=8,
+        half_load_users=2,
+    )
+    report = run_bench(cfg)
+
+    files = {p.name for p in tmp_path.iterdir()}
+    assert files == {"smoke.json", "smoke.md", "smoke.png"}
+    saved = json.loads((tmp_path / "smoke.json").read_text())
+    assert saved["summary"] == json.loads(json.dumps(report["summary"]))
+    assert saved["limit"]["texts_per_s"] > 0 and saved["limit"]["model"] == str(tiny_bento_model)
+    assert saved["torch_reference"]["batch_1_texts_per_s"] > 0
+    for server in ("service", "baseline"):
+        assert set(saved[server]["steps"]) == {"8", "1"}
+        for steps in saved[server]["steps"].values():
+            assert [s["users"] for s in steps] == [1, 2]
+            for s in steps:
+                assert set(s) >= STEP_KEYS
+                assert s["requests"] > 0 and s["failures"] == 0, s["errors"]
+    assert saved["service"]["half_load"]["rate_per_user"] > 0
+    assert set(saved["summary"]["targets"]) == {
+        "served_vs_limit",
+        "speedup_vs_baseline",
+        "p99_half_load_vs_unloaded_p50",
+        "zero_failures",
+    }
+    assert saved["summary"]["targets"]["zero_failures"]["ok"]
+    table = (tmp_path / "smoke.md").read_text()
+    assert table.count("| service | 8 |") == 2 and table.count("| baseline | 1 |") == 2
+    assert "![throughput" in table
+    assert (tmp_path / "smoke.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_documented_locust_command_runs_clean(classify_server, tiny_trained_run_dir, tmp_path):
+    """`locust -f loadtest/locustfile.py --headless ...` as in its docstring, 2 s, CSV stats."""
+    locust = Path(sys.executable).parent / "locust"
+    cmd = [str(locust), "-f", "loadtest/locustfile.py", "--headless", "-u", "4", "-r", "4"]
+    cmd += ["-t", "2s", "--host", classify_server, "--csv", str(tmp_path / "run")]
+    cmd += ["--data", str(tiny_trained_run_dir), "--texts-per-request", "1,3", "--only-summary"]
+    proc = subprocess.run(
+        cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "run_stats.csv") as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    assert {"/classify [1 text]", "/classify [3 texts]"} <= set(rows)
+    assert int(rows["Aggregated"]["Request Count"]) > 0
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
