@@ -54,6 +54,7 @@ class ServiceConfig:
     ort_spinning: int = 0  # ORT_SPINNING: 1 lets idle ORT threads spin (faster only on idle CPUs)
     request_timeout_s: float = 30.0  # REQUEST_TIMEOUT_S: 504 past this
     max_concurrency: int = 128  # MAX_CONCURRENCY: in-flight requests, 429 past this
+    access_log: int = 0  # ACCESS_LOG: 1 logs a line per request (costs ~14% peak throughput)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServiceConfig:

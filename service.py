@@ -31,6 +31,7 @@ EXAMPLE_INPUT = {"texts": EXAMPLE_TEXTS}
 @bentoml.service(
     workers=CONFIG.workers,
     traffic={"timeout": CONFIG.request_timeout_s, "max_concurrency": CONFIG.max_concurrency},
+    logging={"access": {"enabled": bool(CONFIG.access_log)}},
 )
 class SentimentClassifier:
     bento_model = StoredModel(CONFIG.model_tag)  # a bentoml.models.BentoModel

@@ -91,3 +91,19 @@ def test_serving_imports_no_torch_or_transformers(tiny_bento_model):
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize(("value", "enabled"), [(None, False), ("1", True)])
+def test_access_log_is_off_unless_asked_for(tiny_bento_model, value, enabled):
+    """One INFO line per request costs ~14% of peak throughput (reports/tuning.md): off by default."""
+    code = "import json, service; print(json.dumps(service.SentimentClassifier.config['logging']))"
+    env = {**os.environ, "MODEL_TAG": str(tiny_bento_model)}
+    env.pop("ACCESS_LOG", None)
+    if value is not None:
+        env["ACCESS_LOG"] = value
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=REPO_ROOT, env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"access": {"enabled": enabled}}
