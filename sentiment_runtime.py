@@ -48,6 +48,7 @@ class ServiceConfig:
     max_batch_size: int = 32  # MAX_BATCH_SIZE: texts per adaptive batch
     max_latency_ms: int = 10_000  # MAX_LATENCY_MS: dispatcher sheds (503) past this
     batch_wait_ms: int = 10  # BATCH_WAIT_MS: longest wait for a batch to fill on an idle model
+    batch_min_wait_ms: int = 0  # BATCH_MIN_WAIT_MS: shortest wait (fuller batches, more latency)
     sub_batch_size: int = 8  # SUB_BATCH_SIZE: texts per ONNX Runtime call
     workers: int = 1  # WORKERS
     ort_threads: int = 0  # ORT_THREADS: intra-op threads, 0 = available CPUs / workers
@@ -300,13 +301,14 @@ def _no_metrics(encodings: Sequence[Encoding], predictions: Sequence[Prediction]
 # ---- adaptive batching -------------------------------------------------------------------
 
 
-def cap_batch_wait(max_wait_s: float) -> bool:
+def cap_batch_wait(max_wait_s: float, min_wait_s: float = 0.0) -> bool:
     """Cap how long BentoML's dispatcher holds a batch open while the model is idle.
 
     BentoML 1.4 learns that wait from the average queueing delay of past batches. After a burst
     the average is high and self-sustaining, so a lone request then waits that long for
     minutes (measured: 12 ms before a burst, 320-410 ms after). With the cap, batches still fill
     under load (requests queue while the previous batch runs) and idle latency stays low.
+    `min_wait_s` is a floor: batches fill more at the cost of that much latency when idle.
     Returns False, leaving BentoML as is, if its dispatcher internals have changed.
     """
     try:
@@ -317,7 +319,7 @@ def cap_batch_wait(max_wait_s: float) -> bool:
 
     def trigger_refresh(self: Any) -> None:
         learn(self)
-        self.wait = min(self.wait, max_wait_s)
+        self.wait = min(max(self.wait, min_wait_s), max_wait_s)
 
     Optimizer.uncapped_trigger_refresh = learn
     Optimizer.trigger_refresh = trigger_refresh

@@ -37,7 +37,7 @@ class SentimentClassifier:
     bento_model = StoredModel(CONFIG.model_tag)  # a bentoml.models.BentoModel
 
     def __init__(self) -> None:
-        cap_batch_wait(CONFIG.batch_wait_ms / 1000)
+        cap_batch_wait(CONFIG.batch_wait_ms / 1000, CONFIG.batch_min_wait_ms / 1000)
         self.classifier = Classifier.from_dir(
             self.bento_model.path,
             CONFIG.intra_op_threads(),

@@ -147,3 +147,8 @@ def test_batch_wait_is_capped_after_a_burst(monkeypatch):
     optimizer.trigger_refresh()
     assert optimizer.wait == pytest.approx(0.01)
     assert optimizer.o_a > 0  # the latency model BentoML sheds by is still learned
+    assert cap_batch_wait(0.5, min_wait_s=0.1)
+    optimizer.o_stat.clear()
+    optimizer.o_stat.append((1, 0.001, 0.0))  # an idle model: BentoML alone would wait 0 s
+    optimizer.trigger_refresh()
+    assert optimizer.wait == pytest.approx(0.1)

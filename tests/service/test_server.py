@@ -55,22 +55,37 @@ def test_request_larger_than_a_batch_is_split_and_reassembled(http, reference, r
     assert [a["label"] for a in resp.json()] == [reference.labels[k] for k in expected.argmax(1)]
 
 
-def test_concurrent_requests_are_answered_and_batched(http, reference, review_rows):
+@pytest.fixture(scope="module")
+def batching_server(tiny_bento_model):
+    """A server that holds each batch open >= 50 ms, so concurrent requests always merge (the
+    tiny model answers in about a millisecond, faster than a test client can send requests)."""
+    env = {"MODEL_TAG": str(tiny_bento_model), "BATCH_MIN_WAIT_MS": "50", "BATCH_WAIT_MS": "100"}
+    server = BentoServer("service:SentimentClassifier", env=env)
+    try:
+        server.wait_ready()
+        yield server.url
+    finally:
+        server.stop()
+
+
+def test_concurrent_requests_are_answered_and_batched(batching_server, reference, review_rows):
     texts = [review_rows[i % len(review_rows)]["text"] for i in range(96)]
     expected = [reference.labels[k] for k in reference(texts).argmax(1)]
-    # How many requests share a batch depends on timing; a few bounded rounds of 96 concurrent
-    # single-text requests make at least one merged batch all but certain, on any machine.
-    for _round in range(5):
-        with ThreadPoolExecutor(32) as pool:
-            responses = list(pool.map(lambda t: http.post("/classify", json={"texts": [t]}), texts))
-        assert [r.status_code for r in responses] == [200] * len(texts)
-        assert [r.json()[0]["label"] for r in responses] == expected
-        metrics = http.get("/metrics").text
-        texts_per_batch = histogram(metrics, "sentiment_batch_size")
-        requests_per_batch = histogram(metrics, "bentoml_service_adaptive_batch_size")
-        assert texts_per_batch and requests_per_batch, metrics
-        if requests_per_batch[1.0] < requests_per_batch[float("inf")]:
-            break
+    limits = httpx.Limits(max_connections=32)
+    with httpx.Client(base_url=batching_server, timeout=30, limits=limits) as http:
+        # BentoML learns its batch wait after its first few dozen calls: a few bounded rounds.
+        for _round in range(4):
+            with ThreadPoolExecutor(32) as pool:
+                post = lambda t: http.post("/classify", json={"texts": [t]})
+                responses = list(pool.map(post, texts))
+            assert [r.status_code for r in responses] == [200] * len(texts)
+            assert [r.json()[0]["label"] for r in responses] == expected
+            metrics = http.get("/metrics").text
+            texts_per_batch = histogram(metrics, "sentiment_batch_size")
+            requests_per_batch = histogram(metrics, "bentoml_service_adaptive_batch_size")
+            assert texts_per_batch and requests_per_batch, metrics
+            if requests_per_batch[1.0] < requests_per_batch[float("inf")]:
+                break
     # Some adaptive batch merged more than one request (single-text requests here).
     assert requests_per_batch[1.0] < requests_per_batch[float("inf")]
     assert texts_per_batch[1.0] < texts_per_batch[float("inf")]
