@@ -37,6 +37,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
     )
     p.add_argument("--exclude-nodes", default="", help="node names to keep FP32, comma-separated")
     p.add_argument(
+        "--no-smooth",
+        action="store_true",
+        help="skip SmoothQuant-style activation smoothing before quantizing",
+    )
+    p.add_argument(
+        "--smooth-pattern",
+        default=defaults.smooth_pattern,
+        help="regex on node names of the weight MatMuls to smooth (default: %(default)s)",
+    )
+    p.add_argument(
+        "--calibration-rows",
+        type=int,
+        default=defaults.calibration_rows,
+        help="training texts used to calibrate the smoothing (default: %(default)s)",
+    )
+    p.add_argument(
         "--quantize-head",
         action="store_true",
         help="quantize the pooler/classifier head too (default: keep it FP32)",
@@ -72,6 +88,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
         operators_to_quantize=[op.strip() for op in a.operators.split(",") if op.strip()],
         nodes_to_exclude=[n.strip() for n in a.exclude_nodes.split(",") if n.strip()],
         keep_head_fp32=not a.quantize_head,
+        smooth=not a.no_smooth,
+        smooth_pattern=a.smooth_pattern,
+        calibration_rows=a.calibration_rows,
         optimize=a.optimize,
         optimization_level=a.optimization_level,
         max_accuracy_drop=a.max_accuracy_drop,

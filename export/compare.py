@@ -19,6 +19,9 @@ from export.convert import export_onnx, optimize_onnx
 from export.evaluate import OnnxClassifier, classification_metrics, compare, load_tokenizer
 from export.quantize import quantize
 from export.rundir import load_run_dir
+from export.smooth import calibration_texts, smooth_graph
+
+SERVICE_SUB_BATCH = 8  # sentiment_runtime.SUB_BATCH_SIZE: dynamic INT8 depends on the batch
 
 ALL_DYNAMIC_OPS = [
     "Conv",
@@ -31,7 +34,8 @@ ALL_DYNAMIC_OPS = [
 ]
 
 LAST_FFN_OUT = "/bert/encoder/layer.5/output/dense/MatMul"  # MiniLM-L6's last FFN output
-# name -> (ExportConfig overrides, graph: "plain" | "optimized")
+# name -> (ExportConfig overrides, graph: "plain" | "optimized" | "smoothed"). "plain" variants
+# quantize the FP32 export as it is; "smoothed" ones first apply export/smooth.py (the default).
 VARIANTS: dict[str, tuple[dict, str]] = {
     "optimum-default-per-tensor": (
         {
@@ -59,7 +63,7 @@ VARIANTS: dict[str, tuple[dict, str]] = {
         "plain",
     ),
     "per-channel-matmul-gather": ({"keep_head_fp32": False}, "plain"),
-    "default: matmul+gather head-fp32": ({}, "plain"),
+    "matmul+gather head-fp32 (no smoothing)": ({}, "plain"),
     "weight-matmuls-only+gather head-fp32": ({"weight_matmuls_only": True}, "plain"),
     "default + reduce_range": ({"reduce_range": True}, "plain"),
     "default on O2 graph (+Attention)": (
@@ -72,6 +76,9 @@ VARIANTS: dict[str, tuple[dict, str]] = {
         {"reduce_range": True, "nodes_to_exclude": [LAST_FFN_OUT]},
         "plain",
     ),
+    "default: smoothed matmul+gather head-fp32": ({}, "smoothed"),
+    "smoothed + weight-matmuls-only": ({"weight_matmuls_only": True}, "smoothed"),
+    "smoothed + reduce_range": ({"reduce_range": True}, "smoothed"),
 }
 
 
@@ -90,12 +97,21 @@ def compare_variants(
         graphs = {"plain": export_onnx(run.model_dir, work / "fp32")}
         if any(VARIANTS[n][1] == "optimized" for n in names):
             graphs["optimized"] = optimize_onnx(graphs["plain"], work / "opt")
+        if any(VARIANTS[n][1] == "smoothed" for n in names):
+            config = ExportConfig()
+            texts_cal = calibration_texts(run.rows("train"), config.calibration_rows)
+            graphs["smoothed"], _ = smooth_graph(
+                graphs["plain"], work / "smoothed", tokenizer, texts_cal, config
+            )
         paths = {"fp32": graphs["plain"]}
         for i, name in enumerate(names):
             overrides, graph = VARIANTS[name]
             paths[name], _ = quantize(graphs[graph], work / f"v{i}", ExportConfig(**overrides))
         clfs = {name: OnnxClassifier(p, tokenizer) for name, p in paths.items()}
         probs = {name: clf.predict_proba(texts) for name, clf in clfs.items()}
+        probs_small = {
+            name: clf.predict_proba(texts, SERVICE_SUB_BATCH) for name, clf in clfs.items()
+        }
         speed = dict.fromkeys(clfs, 0.0)
         for _ in range(repeats):
             for name, clf in clfs.items():
@@ -110,6 +126,7 @@ def compare_variants(
                     "accuracy": metrics["accuracy"],
                     "macro_f1": metrics["macro_f1"],
                     **compare(probs["fp32"], probs[name]),
+                    "agreement_bs8": compare(probs["fp32"], probs_small[name])["agreement"],
                     "texts_per_s": speed[name],
                 }
             )
@@ -118,13 +135,16 @@ def compare_variants(
 
 def format_results(results: list[dict]) -> str:
     fp32 = results[0]
-    lines = [
-        f"{'variant':36} {'MB':>6} {'acc':>7} {'Δacc pt':>8} {'agree':>7} {'max Δp':>7} {'texts/s':>8}"
-    ]
+    header = (
+        f"{'variant':44} {'MB':>6} {'acc':>7} {'Δacc pt':>8} {'agree':>7} {'bs8':>7} "
+        f"{'max Δp':>7} {'texts/s':>8}"
+    )
+    lines = [header]
     for r in results:
         lines.append(
-            f"{r['variant']:36} {r['size_mb']:6.1f} {r['accuracy']:7.4f} "
+            f"{r['variant']:44} {r['size_mb']:6.1f} {r['accuracy']:7.4f} "
             f"{100 * (r['accuracy'] - fp32['accuracy']):+8.2f} {r['agreement']:7.2%} "
+            f"{r['agreement_bs8']:7.2%} "
             f"{r['max_prob_diff']:7.4f} {r['texts_per_s']:8.0f}"
         )
     return "\n".join(lines)

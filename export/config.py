@@ -28,6 +28,13 @@ class ExportConfig:
     operators_to_quantize: list[str] = field(default_factory=lambda: ["MatMul", "Gather"])
     nodes_to_exclude: list[str] = field(default_factory=list)
     keep_head_fp32: bool = True  # leave the pooler / classifier head un-quantized (tiny, sensitive)
+    # SmoothQuant-style smoothing (export/smooth.py) before quantizing: per input channel, move
+    # activation outliers into the (per-channel quantized) weights of the MatMuls whose names match
+    # `smooth_pattern`, with a strength searched per MatMul on `calibration_rows` training texts.
+    # Same file size; measured on the MiniLM runs it halves the INT8-vs-FP32 probability error.
+    smooth: bool = True
+    smooth_pattern: str = r"/encoder/layer\.\d+/.*/MatMul$"  # every encoder weight MatMul
+    calibration_rows: int = 128
     # Leave activation x activation MatMuls (attention scores, probs x values) in FP32. They hold
     # no weights; measured on the MiniLM run it did not raise agreement, so off by default.
     weight_matmuls_only: bool = False
@@ -54,6 +61,8 @@ class ExportConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.calibration_rows < 1:
+            raise ValueError(f"calibration_rows must be >= 1, got {self.calibration_rows}")
         if not self.operators_to_quantize:
             raise ValueError("operators_to_quantize must name at least one ONNX operator")
 

@@ -18,6 +18,7 @@ from export.convert import export_onnx, optimize_onnx
 from export.evaluate import OnnxClassifier, compare, evaluate_onnx, load_tokenizer
 from export.quantize import QUANTIZED_OPS, op_counts, quantize
 from export.rundir import load_run_dir
+from export.smooth import calibration_texts, smooth_graph
 from export.store import save_to_store
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def run_export(run_dir: Path, config: ExportConfig | None = None) -> ExportRepor
 
 
 def _run(run, rows: dict, config: ExportConfig, work: Path) -> ExportReport:
-    with tqdm(total=5, desc="export", unit="step", disable=None) as steps:
+    with tqdm(total=6, desc="export", unit="step", disable=None) as steps:
         return _steps(run, rows, config, work, steps)
 
 
@@ -99,11 +100,18 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
     tokenizer.save(str(tokenizer_path))
     steps.update()
 
+    steps.set_postfix_str("smooth")
+    source, smoothing = fp32_path, None
+    if config.quantize and config.smooth:
+        texts = calibration_texts(run.rows("train"), config.calibration_rows)
+        source, smoothing = smooth_graph(fp32_path, work / "smoothed", tokenizer, texts, config)
+    steps.update()
+
     steps.set_postfix_str("optimize")
-    candidates = {"plain": fp32_path}
+    candidates = {"plain": source}
     if config.optimize != "off":
         candidates["optimized"] = optimize_onnx(
-            fp32_path, work / "optimized", config.optimization_level
+            source, work / "optimized", config.optimization_level
         )
     steps.update()
 
@@ -112,6 +120,7 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
     if config.quantize:
         for key, path in list(candidates.items()):
             candidates[key], quant_info = quantize(path, work / f"int8-{key}", config)
+        quant_info["smoothing"] = smoothing
     steps.update()
 
     steps.set_postfix_str("evaluate")

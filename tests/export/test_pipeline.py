@@ -75,6 +75,10 @@ def test_store_metadata_describes_the_model(tiny_bento_model, tiny_trained_run_d
     }
     assert meta["quantization"]["per_channel"] is True
     assert meta["quantization"]["isa"] in ("avx512_vnni", "avx512", "avx2", "arm64")
+    smoothing = meta["quantization"]["smoothing"]  # on by default, calibrated on train rows
+    assert smoothing["calibration_rows"] == 128
+    assert len(smoothing["matmuls"]) == 12  # every encoder weight MatMul was considered
+    assert meta["export_config"]["smooth"] is True
     assert meta["optimization"]["applied"] is False
     assert meta["quantized_nodes"]["MatMulInteger"] == 16
     assert meta["size_bytes"]["model"] < meta["size_bytes"]["fp32"]
