@@ -95,24 +95,33 @@ class ServerProcess:
         )
 
     def stop(self) -> None:
-        """SIGTERM the process group (server + workers), SIGKILL what is left after 15 s."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-        except ProcessLookupError:
-            pass
+        if self.proc is not None:
+            stop_process_group(self.proc)
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group (server + workers), SIGKILL what is left after 15 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    except ProcessLookupError:
+        pass
+
+
+def bentoml_cli() -> list[str]:
+    """The `bentoml` CLI of this interpreter's environment."""
+    script = Path(sys.executable).parent / "bentoml"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "bentoml"]
 
 
 def bentoml_serve_command(target: str = "service:SentimentClassifier") -> list[str]:
     """`bentoml serve` of this interpreter's environment, on 127.0.0.1:{port}."""
-    script = Path(sys.executable).parent / "bentoml"
-    cli = [str(script)] if script.exists() else [sys.executable, "-m", "bentoml"]
-    return [*cli, "serve", target, "--host", "127.0.0.1", "--port", "{port}"]
+    return [*bentoml_cli(), "serve", target, "--host", "127.0.0.1", "--port", "{port}"]
 
 
 def baseline_command(model_dir: str | Path, threads: int | None = None) -> list[str]:

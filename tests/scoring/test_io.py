@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from loadtest.servers import free_port
 from scoring.__main__ import parse_args
 from scoring.config import ScoringConfig, ScoringError, detect_format
 from scoring.io import Checkpoint, ChunkReader, ParquetWriter, TextWriter, fingerprint
 from scoring.score import score_file, state_path
-from tests.scoring.conftest import free_port
 
 
 @pytest.fixture

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from loadtest.servers import bentoml_cli, free_port, stop_process_group
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def bentoml_command() -> list[str]:
-    """The `bentoml` CLI of the running interpreter's environment."""
-    script = Path(sys.executable).parent / "bentoml"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "bentoml"]
 
 
 class BentoServer:
@@ -35,7 +22,7 @@ class BentoServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         fd, self.log_path = tempfile.mkstemp(prefix="bentoml-serve-", suffix=".log")
-        cmd = [*bentoml_command(), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [*bentoml_cli(), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)]
         self.started = time.monotonic()
         with os.fdopen(fd, "wb") as log:
             self.proc = subprocess.Popen(
@@ -76,12 +63,4 @@ class BentoServer:
 
     def stop(self) -> None:
         """Terminate the whole process group (server + workers), then kill what is left."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-            except ProcessLookupError:
-                pass
+        stop_process_group(self.proc)

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.service.serving import REPO_ROOT, BentoServer, bentoml_command
+from loadtest.servers import bentoml_cli
+from tests.service.serving import REPO_ROOT, BentoServer
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ def built_bento(tiny_bento_model) -> tuple[str, Path]:
     """(tag, path) of a bento built from bentofile.yaml with the tiny model packed in."""
     env = {**os.environ, "MODEL_TAG": str(tiny_bento_model), "BENTOML_DO_NOT_TRACK": "true"}
     out = subprocess.run(
-        [*bentoml_command(), "build", "-o", "tag"],
+        [*bentoml_cli(), "build", "-o", "tag"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
