@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -10,81 +9,53 @@ import numpy as np
 
 
 def load_tokenizer(tokenizer_path: Path, max_length: int):
-    """The fast tokenizer, truncating to `max_length` and padding each batch to its longest text."""
-    from tokenizers import Tokenizer
+    """The fast tokenizer as it is stored and served: truncating to `max_length`, no padding
+    (the runtime pads each length-sorted sub-batch to its own longest text)."""
+    from sentiment_runtime import load_tokenizer as runtime_tokenizer
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    tokenizer.enable_truncation(max_length=max_length)
-    padding = tokenizer.padding or {}
-    pad_token = padding.get("pad_token") or _find_pad_token(tokenizer)
-    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad_token), pad_token=pad_token)
-    return tokenizer
-
-
-def _find_pad_token(tokenizer) -> str:
-    for token in ("[PAD]", "<pad>", "<|pad|>"):
-        if tokenizer.token_to_id(token) is not None:
-            return token
-    raise ValueError("the tokenizer has no padding token ([PAD] or <pad>)")
+    return runtime_tokenizer(tokenizer_path, max_length)
 
 
 def make_session(onnx_path: Path, threads: int | None = None):
-    """An onnxruntime CPU session with `threads` intra-op threads (default: all cores)."""
-    import onnxruntime as ort
+    """An onnxruntime CPU session as the service makes it, `threads` intra-op threads."""
+    from sentiment_runtime import available_cpus
+    from sentiment_runtime import make_session as runtime_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return runtime_session(onnx_path, threads or available_cpus())
 
 
 class OnnxClassifier:
-    """tokenizer.json + model.onnx -> class probabilities, in length-sorted batches."""
+    """tokenizer.json + model.onnx -> class probabilities, through the service's own inference
+    code (`sentiment_runtime.Classifier`: length-sorted, per-sub-batch padding)."""
 
     def __init__(self, onnx_path: Path, tokenizer, threads: int | None = None):
-        self.session = make_session(onnx_path, threads)
-        self.tokenizer = tokenizer
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        from sentiment_runtime import Classifier
 
-    def logits(self, texts: list[str]) -> np.ndarray:
-        """Logits of one batch, padded to its own longest text."""
-        encodings = self.tokenizer.encode_batch(texts)
-        arrays = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
-        return self.session.run(None, {name: arrays[name] for name in self.input_names})[0]
+        session = make_session(onnx_path, threads)
+        num_labels = session.get_outputs()[0].shape[-1]
+        self.runtime = Classifier(
+            session,
+            tokenizer,
+            labels=[str(i) for i in range(num_labels)],
+            input_names=[i.name for i in session.get_inputs()],
+        )
+        self.input_names = self.runtime.input_names
 
     def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Softmax probabilities [len(texts), num_labels], in input order."""
+        """Softmax probabilities [len(texts), num_labels] in input order, run in length-sorted
+        batches of `batch_size`."""
         if not texts:
             raise ValueError("predict_proba needs at least one text")
-        lengths = [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
-        order = np.argsort(lengths, kind="stable")
-        out: np.ndarray | None = None
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            logits = self.logits([texts[i] for i in idx])
-            if out is None:
-                out = np.empty((len(texts), logits.shape[1]), dtype=np.float32)
-            out[idx] = softmax(logits)
-        return out
+        self.runtime.sub_batch_size = batch_size
+        return self.runtime.probabilities(self.runtime.encode(texts))
 
     def throughput(self, texts: list[str], batch_size: int = 32, repeats: int = 1) -> float:
-        """Texts per second over length-sorted batches of `batch_size` (after one warm-up batch)."""
-        self.logits(texts[:batch_size])
+        """Texts per second over length-sorted batches of `batch_size` (after a warm-up batch)."""
+        self.predict_proba(texts[:batch_size], batch_size)
         start = time.perf_counter()
         for _ in range(repeats):
             self.predict_proba(texts, batch_size)
         return repeats * len(texts) / (time.perf_counter() - start)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def classification_metrics(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> dict:

@@ -133,7 +133,7 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
     for split in EVAL_SPLITS:
         for key, clf in (("fp32", fp32), ("model", final)):
             if split == "test":
-                clf.logits([r["text"] for r in rows[split][: config.batch_size]])  # warm-up
+                clf.predict_proba([r["text"] for r in rows[split][: config.batch_size]])  # warm-up
             start = time.perf_counter()
             metrics[key][split] = evaluate_onnx(clf, rows[split], config.batch_size)
             if split == "test":

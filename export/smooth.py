@@ -236,16 +236,12 @@ def calibration_feeds(
     tokenizer, texts: Sequence[str], batch_size: int = 32
 ) -> list[dict[str, np.ndarray]]:
     """Length-sorted, padded batches of `texts` as ONNX inputs (how export and the service run)."""
+    from sentiment_runtime import ENCODING_FIELDS, length_sorted_chunks, pad_batch, pad_id
+
     encodings = tokenizer.encode_batch(list(texts))
-    order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-    feeds = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer.encode_batch([texts[i] for i in order[start : start + batch_size]])
-        feeds.append(
-            {
-                "input_ids": np.array([e.ids for e in batch], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in batch], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in batch], dtype=np.int64),
-            }
-        )
+    chunks = length_sorted_chunks([len(e.ids) for e in encodings], batch_size)
+    pad = pad_id(tokenizer)
+    feeds = [
+        pad_batch([encodings[i] for i in chunk], list(ENCODING_FIELDS), pad) for chunk in chunks
+    ]
     return feeds
