@@ -12,7 +12,7 @@ export BENTOML_DO_NOT_TRACK ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train export model serve build test test-fast lint format bench bench-smoke score clean
+.PHONY: help setup train export model serve build test test-fast lint format bench bench-smoke clean
 
 ## Show this help
 help:
