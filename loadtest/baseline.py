@@ -1,10 +1,17 @@
 """The usual way to serve a fine-tuned model, as a yardstick: FastAPI + a transformers
-`pipeline("text-classification")` on PyTorch FP32, one forward pass per request.
+`pipeline("text-classification")` on PyTorch FP32, no batching across requests.
+
+Two ways to call the pipeline (`--batching`):
+- `request` (default): the texts of one request in one padded forward pass (the baseline's most
+  favourable setting);
+- `text`: `pipe(texts)` with the pipeline's default batch size of 1, one forward pass per text,
+  as most code that wraps a pipeline does.
 
 Same contract as the service (`{"texts": [...]}` -> `[{"label", "score", "scores"}, ...]`), so the
 same locustfile drives both:
 
     python -m loadtest.baseline --model-dir runs/latest/model --port 8000   # uvicorn, 1 worker
+    python -m loadtest.baseline --batching text ...                         # 1 text per pass
 
 Forward passes are serialized by a lock: concurrent PyTorch calls from FastAPI's thread pool would
 only fight over the same cores (this is the baseline's most favourable setting, not a handicap).
@@ -22,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 MAX_ITEMS = 64
+BATCHING = ("request", "text")
 
 
 class ClassifyRequest(BaseModel):
@@ -38,9 +46,17 @@ class BaselineModel:
     """A transformers text-classification pipeline (PyTorch, FP32, CPU) behind a lock."""
 
     def __init__(
-        self, model_dir: str | Path, max_length: int | None = None, threads: int | None = None
+        self,
+        model_dir: str | Path,
+        max_length: int | None = None,
+        threads: int | None = None,
+        batching: str = "request",
     ) -> None:
         import torch
+
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, not {batching!r}")
+        self.batching = batching
         from transformers import pipeline
 
         if threads:
@@ -57,14 +73,12 @@ class BaselineModel:
         self.lock = threading.Lock()
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """One forward pass over `texts` (padded to the longest), answers in input order."""
+        """Answers in input order: one forward pass over `texts` (padded to the longest), or
+        one per text with `batching="text"`."""
+        batch = {"batch_size": len(texts)} if self.batching == "request" else {}
         with self.lock:
             outputs = self.pipe(
-                list(texts),
-                batch_size=len(texts),
-                top_k=None,
-                truncation=True,
-                max_length=self.max_length,
+                list(texts), top_k=None, truncation=True, max_length=self.max_length, **batch
             )
         answers = []
         for scored in outputs:
@@ -105,8 +119,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--batching",
+        choices=BATCHING,
+        default="request",
+        help="one forward pass per request (default) or per text (the pipeline's default)",
+    )
     args = parser.parse_args(argv)
-    app = create_app(BaselineModel(args.model_dir, threads=args.threads))
+    model = BaselineModel(args.model_dir, threads=args.threads, batching=args.batching)
+    app = create_app(model)
     uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning")
 
 

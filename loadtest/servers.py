@@ -124,9 +124,11 @@ def bentoml_serve_command(target: str = "service:SentimentClassifier") -> list[s
     return [*bentoml_cli(), "serve", target, "--host", "127.0.0.1", "--port", "{port}"]
 
 
-def baseline_command(model_dir: str | Path, threads: int | None = None) -> list[str]:
+def baseline_command(
+    model_dir: str | Path, threads: int | None = None, batching: str = "request"
+) -> list[str]:
     """The FastAPI + PyTorch baseline (`python -m loadtest.baseline`) on 127.0.0.1:{port}."""
     model = str(Path(model_dir).resolve())
     cmd = [sys.executable, "-m", "loadtest.baseline", "--model-dir", model]
-    cmd += ["--host", "127.0.0.1", "--port", "{port}"]
+    cmd += ["--host", "127.0.0.1", "--port", "{port}", "--batching", batching]
     return cmd + (["--threads", str(threads)] if threads else [])

@@ -53,6 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--learning-rate", type=float, help=f"default {d.learning_rate}")
     m.add_argument("--warmup-ratio", type=float, help=f"default {d.warmup_ratio}")
     m.add_argument("--lr-scheduler", help=f"default {d.lr_scheduler}")
+    m.add_argument(
+        "--checkpoint-soup",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"greedy weight average of the epoch checkpoints (default {d.checkpoint_soup})",
+    )
+    m.add_argument("--label-smoothing", type=float, help=f"default {d.label_smoothing}")
     m.add_argument("--seed", type=int, help=f"default {d.seed}")
     m.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
     m.add_argument("--num-threads", type=int, help="torch CPU threads (default: all cores)")

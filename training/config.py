@@ -53,6 +53,8 @@ class TrainConfig:
     lr_scheduler: str = "linear"
     label_smoothing: float = 0.0
     early_stopping_patience: int = 2
+    checkpoint_soup: bool = True
+    """Average the epoch checkpoints greedily while validation macro-F1 does not drop."""
     seed: int = 42
     precision: str = "auto"
     """auto (bf16 on CUDA where supported, else fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16."""

@@ -18,6 +18,7 @@ from training.config import BUNDLED_MODEL, TrainConfig
 from training.data import Dataset, load_dataset, save_splits
 from training.metrics import classification_metrics
 from training.plots import plot_confusion, plot_curves
+from training.soup import greedy_soup
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,42 @@ def _tokenized(data: Dataset, tokenizer, max_length: int):
     }
 
 
+def _evaluate(trainer, encoded, names) -> dict:
+    """Validation and test metrics of the trainer's current weights."""
+    out = {}
+    for split in ("validation", "test"):
+        pred = trainer.predict(encoded[split])
+        out[split] = classification_metrics(pred.predictions, pred.label_ids, names)
+    return out
+
+
+def _soup(trainer, checkpoints: Path, validation) -> dict:
+    """Replace the trainer's (best) weights by the greedy soup of its epoch checkpoints."""
+    metric = f"eval_{trainer.args.metric_for_best_model}"
+    scored = {
+        checkpoints / f"checkpoint-{entry['step']}": entry[metric]
+        for entry in trainer.state.log_history
+        if metric in entry and (checkpoints / f"checkpoint-{entry['step']}").is_dir()
+    }
+    if len(scored) < 2:
+        return {"ingredients": [p.name for p in scored], "note": "fewer than 2 checkpoints"}
+
+    def evaluate(state: dict) -> float:
+        trainer.model.load_state_dict(state)
+        return trainer.evaluate(validation, metric_key_prefix="soup")[f"soup_{metric[5:]}"]
+
+    weights, soup = greedy_soup(scored, evaluate)
+    trainer.model.load_state_dict(weights)
+    log.info(
+        "checkpoint soup of %s: validation %s %.4f (best single %.4f)",
+        ", ".join(soup.ingredients),
+        metric[5:],
+        soup.score,
+        soup.best_single,
+    )
+    return soup.to_dict()
+
+
 def run_training(config: TrainConfig) -> Path:
     """Load data, fine-tune, evaluate on validation and test, and write the run directory."""
     import torch
@@ -135,7 +172,7 @@ def run_training(config: TrainConfig) -> Path:
         output_dir=str(run_dir / "checkpoints"),
         eval_strategy="epoch",
         save_strategy="epoch",
-        save_total_limit=2,
+        save_total_limit=None if cfg.checkpoint_soup else 2,
         save_only_model=True,
         load_best_model_at_end=True,
         metric_for_best_model="macro_f1",
@@ -168,12 +205,15 @@ def run_training(config: TrainConfig) -> Path:
     )
     start = time.perf_counter()
     trainer.train()
+    metrics: dict = {}
+    if cfg.checkpoint_soup:
+        # the best single checkpoint's scores, kept for comparison (the soup is chosen on
+        # validation only)
+        metrics["best_checkpoint"] = _evaluate(trainer, encoded, names)
+        metrics["checkpoint_soup"] = _soup(trainer, run_dir / "checkpoints", encoded["validation"])
     train_seconds = time.perf_counter() - start
-
-    metrics: dict = {"train_seconds": round(train_seconds, 1)}
-    for split in ("validation", "test"):
-        pred = trainer.predict(encoded[split])
-        metrics[split] = classification_metrics(pred.predictions, pred.label_ids, names)
+    metrics["train_seconds"] = round(train_seconds, 1)
+    metrics.update(_evaluate(trainer, encoded, names))
     metrics["best_checkpoint_metric"] = trainer.state.best_metric
     metrics["epochs_run"] = trainer.state.epoch
     metrics["device"] = str(trainer.args.device)

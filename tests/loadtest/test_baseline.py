@@ -35,3 +35,16 @@ def test_baseline_rejects_bad_requests(baseline_client):
     assert baseline_client.post("/classify", json={"texts": []}).status_code == 422
     assert baseline_client.post("/classify", json={"text": "x"}).status_code == 422
     assert baseline_client.get("/readyz").status_code == 200
+
+
+def test_per_text_batching_gives_the_same_answers(tiny_trained_run_dir):
+    from loadtest.baseline import BaselineModel
+
+    texts = ["Really superb and charming film.", "Boring, dull plot.", "Brilliant!"]
+    per_request = BaselineModel(tiny_trained_run_dir / "model", threads=1).predict(texts)
+    per_text = BaselineModel(tiny_trained_run_dir / "model", threads=1, batching="text")
+    for a, b in zip(per_request, per_text.predict(texts), strict=True):
+        assert a["label"] == b["label"]
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    with pytest.raises(ValueError, match="batching"):
+        BaselineModel(tiny_trained_run_dir / "model", batching="dynamic")

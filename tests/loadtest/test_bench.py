@@ -40,14 +40,23 @@ def test_summary_computes_the_targets_from_the_steps():
             "half_load": step(32, 45, p99=50),
         },
         "baseline": {"steps": {"8": [step(1, 10), step(4, 15, failures=2)], "1": []}},
+        "baseline_per_text": {"steps": {"8": [step(1, 9), step(4, 12)]}},
+        "torch_reference": {"batch_1_texts_per_s": 8.0, "batch_8_texts_per_s": 20.0},
     }
     summary = summarize(report, (8, 1))
     targets = summary["targets"]
     assert targets["served_vs_limit"] == {"value": 0.9, "target": ">= 0.85", "ok": True}
     assert targets["speedup_vs_baseline"]["value"] == 6.0
+    assert targets["speedup_vs_per_text_baseline"]["value"] == 7.5
+    assert summary["speedup_ceiling_in_process"] == 5.0  # limit 100 / PyTorch 8-text 20
     assert targets["p99_half_load_vs_unloaded_p50"]["value"] == 5.0
     assert not targets["p99_half_load_vs_unloaded_p50"]["ok"]
-    assert targets["zero_failures"] == {"service": 0, "baseline": 2, "ok": False}
+    assert targets["zero_failures"] == {
+        "service": 0,
+        "baseline": 2,
+        "baseline_per_text": 0,
+        "ok": False,
+    }
     assert summary["one_text_vs_headline"] == pytest.approx(20 / 90, abs=1e-3)
 
 
@@ -81,15 +90,20 @@ def test_smoke_benchmark_writes_the_report(tiny_bento_model, tiny_trained_run_di
                 assert set(s) >= STEP_KEYS
                 assert s["requests"] > 0 and s["failures"] == 0, s["errors"]
     assert saved["service"]["half_load"]["rate_per_user"] > 0
+    assert set(saved["baseline_per_text"]["steps"]) == {"8"}  # the headline size only
+    assert all(s["failures"] == 0 for s in saved["baseline_per_text"]["steps"]["8"])
     assert set(saved["summary"]["targets"]) == {
         "served_vs_limit",
         "speedup_vs_baseline",
+        "speedup_vs_per_text_baseline",
         "p99_half_load_vs_unloaded_p50",
         "zero_failures",
     }
     assert saved["summary"]["targets"]["zero_failures"]["ok"]
     table = (tmp_path / "smoke.md").read_text()
     assert table.count("| service | 8 |") == 2 and table.count("| baseline | 1 |") == 2
+    assert table.count("| baseline, 1 text per pass | 8 |") == 2
+    assert "Speedup ceiling" in table
     assert "![throughput" in table
     assert (tmp_path / "smoke.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -224,6 +224,19 @@ def test_yaml_then_cli_overrides(tmp_path):
     assert (cfg.epochs, cfg.learning_rate, cfg.max_length, cfg.batch_size) == (2, 0.01, 64, 16)
 
 
+def test_cli_flags_reach_the_config(tmp_path):
+    from training.__main__ import parse_args
+
+    path = tmp_path / "run.yaml"
+    path.write_text("checkpoint_soup: true\nlabel_smoothing: 0.2\n")
+    args = vars(parse_args(["--config", str(path), "--no-checkpoint-soup", "--epochs", "3"]))
+    cfg = load_config(args.pop("config"), **args)
+    assert (cfg.checkpoint_soup, cfg.label_smoothing, cfg.epochs) == (False, 0.2, 3)
+    args = vars(parse_args(["--label-smoothing", "0.1"]))
+    cfg = load_config(args.pop("config"), **args)
+    assert (cfg.checkpoint_soup, cfg.label_smoothing) == (True, 0.1)
+
+
 def test_unknown_config_key_is_an_error(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("epochz: 2\n")

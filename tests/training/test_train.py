@@ -58,6 +58,11 @@ def test_metrics_and_run_info(trained_run):
     # the sentiment cue is a single word: the tiny model must have learned it (chance is 0.5)
     assert metrics["test"]["accuracy"] >= 0.75
     assert info["labels"] == ["negative", "positive"]
+    soup = metrics["checkpoint_soup"]  # on by default: the epoch checkpoints, greedily averaged
+    assert soup["ingredients"][0].startswith("checkpoint-")
+    assert len(soup["tried"]) == 5  # 6 epochs: the best one, then every other one tried
+    assert soup["validation_score"] >= soup["best_single_validation_score"]
+    assert metrics["validation"]["macro_f1"] == pytest.approx(soup["validation_score"], abs=1e-6)
     assert info["max_length"] == 32 and len(info["data_fingerprint"]) == 64
     config = json.loads((trained_run / "model" / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
