@@ -65,6 +65,7 @@ class BenchConfig:
     duration_s: float = 15.0  # measured seconds per step
     warmup_s: float = 3.0  # unmeasured seconds per step
     half_load_users: int = 32  # users sharing the half-peak Poisson load
+    half_load_duration_s: float = 40.0  # longer than a ramp step: p99 from ~1,000 requests
     limit_texts: int = 1024  # texts for the in-process limit
     torch_texts: int = 160  # texts for the PyTorch reference
     baseline: bool = True
@@ -82,6 +83,7 @@ class BenchConfig:
             "duration_s": 2.0,
             "warmup_s": 0.5,
             "half_load_users": 4,
+            "half_load_duration_s": 2.0,
             "limit_texts": 128,
             "torch_texts": 16,
         }
@@ -243,7 +245,8 @@ def drive(
         head = result["steps"][str(cfg.sizes[0])]
         peak_rps = max(s["req_per_s"] for s in head)
         rate = peak_rps / 2 / cfg.half_load_users
-        step = ramp(server.url, [cfg.half_load_users], cfg, cfg.sizes[0], labels, rate)[0]
+        longer = dataclasses.replace(cfg, duration_s=cfg.half_load_duration_s)
+        step = ramp(server.url, [cfg.half_load_users], longer, cfg.sizes[0], labels, rate)[0]
         result["half_load"] = {"target_req_per_s": round(peak_rps / 2, 2), **step}
         _check_alive(server)
     return result

@@ -59,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"greedy weight average of the epoch checkpoints (default {d.checkpoint_soup})",
     )
+    m.add_argument(
+        "--evals-per-epoch",
+        type=int,
+        help=f"validation passes and checkpoints per epoch (default {d.evals_per_epoch})",
+    )
     m.add_argument("--label-smoothing", type=float, help=f"default {d.label_smoothing}")
     m.add_argument("--seed", type=int, help=f"default {d.seed}")
     m.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])

@@ -52,9 +52,13 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     lr_scheduler: str = "linear"
     label_smoothing: float = 0.0
+    evals_per_epoch: int = 1
+    """Validation passes (and checkpoints, the soup's ingredients) per epoch."""
     early_stopping_patience: int = 2
-    checkpoint_soup: bool = True
-    """Average the epoch checkpoints greedily while validation macro-F1 does not drop."""
+    """Epochs without a better validation macro-F1 before training stops."""
+    checkpoint_soup: bool = False
+    """Average the checkpoints greedily while validation macro-F1 does not drop (README: on this
+    corpus it gained 1 point of FP32 test accuracy in one run, none after INT8)."""
     seed: int = 42
     precision: str = "auto"
     """auto (bf16 on CUDA where supported, else fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16."""
@@ -72,6 +76,8 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """Apply the `quick` profile and the bundled dataset's label mapping."""
         cfg = dataclasses.replace(self)
+        if cfg.evals_per_epoch < 1:
+            raise ValueError(f"evals_per_epoch must be >= 1, got {cfg.evals_per_epoch}")
         if cfg.quick:
             cfg.max_samples = min(cfg.max_samples or 2000, 2000)
             cfg.epochs = 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -83,12 +84,17 @@ def _tokenized(data: Dataset, tokenizer, max_length: int):
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
 
-    return {
+    encoded = {
         name: datasets.Dataset.from_pandas(frame[["text", "label"]], preserve_index=False)
         .map(encode, batched=True, remove_columns=["text"])
         .rename_column("label", "labels")
         for name, frame in data.splits.items()
     }
+    # evaluation reads rows in order: sorted by length, its batches carry little padding
+    for name in ("validation", "test"):
+        lengths = [len(ids) for ids in encoded[name]["input_ids"]]
+        encoded[name] = encoded[name].select(sorted(range(len(lengths)), key=lengths.__getitem__))
+    return encoded
 
 
 def _evaluate(trainer, encoded, names) -> dict:
@@ -168,10 +174,14 @@ def run_training(config: TrainConfig) -> Path:
         m = classification_metrics(pred.predictions, pred.label_ids, names)
         return {k: m[k] for k in ("accuracy", "macro_f1", "roc_auc")}
 
+    steps_per_epoch = math.ceil(len(encoded["train"]) / cfg.batch_size)
+    eval_steps = max(1, steps_per_epoch // cfg.evals_per_epoch)
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
         save_total_limit=None if cfg.checkpoint_soup else 2,
         save_only_model=True,
         load_best_model_at_end=True,
@@ -201,7 +211,11 @@ def run_training(config: TrainConfig) -> Path:
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
+        callbacks=[
+            EarlyStoppingCallback(
+                early_stopping_patience=cfg.early_stopping_patience * cfg.evals_per_epoch
+            )
+        ],
     )
     start = time.perf_counter()
     trainer.train()

@@ -232,9 +232,10 @@ def test_cli_flags_reach_the_config(tmp_path):
     args = vars(parse_args(["--config", str(path), "--no-checkpoint-soup", "--epochs", "3"]))
     cfg = load_config(args.pop("config"), **args)
     assert (cfg.checkpoint_soup, cfg.label_smoothing, cfg.epochs) == (False, 0.2, 3)
-    args = vars(parse_args(["--label-smoothing", "0.1"]))
+    args = vars(parse_args(["--label-smoothing", "0.1", "--checkpoint-soup"]))
     cfg = load_config(args.pop("config"), **args)
     assert (cfg.checkpoint_soup, cfg.label_smoothing) == (True, 0.1)
+    assert not load_config().checkpoint_soup  # off by default
 
 
 def test_unknown_config_key_is_an_error(tmp_path):
@@ -242,6 +243,11 @@ def test_unknown_config_key_is_an_error(tmp_path):
     path.write_text("epochz: 2\n")
     with pytest.raises(ValueError, match="unknown config key.*epochz"):
         load_config(path)
+
+
+def test_evals_per_epoch_must_be_positive():
+    with pytest.raises(ValueError, match="evals_per_epoch"):
+        TrainConfig(evals_per_epoch=0).resolved()
 
 
 def test_quick_profile():

@@ -28,6 +28,8 @@ def trained_run(tmp_path_factory, tiny_model_dir):
         learning_rate=2e-3,
         warmup_ratio=0.0,
         early_stopping_patience=20,
+        evals_per_epoch=2,
+        checkpoint_soup=True,
         output_dir=str(tmp / "runs"),
         run_name="tiny",
     )
@@ -58,9 +60,9 @@ def test_metrics_and_run_info(trained_run):
     # the sentiment cue is a single word: the tiny model must have learned it (chance is 0.5)
     assert metrics["test"]["accuracy"] >= 0.75
     assert info["labels"] == ["negative", "positive"]
-    soup = metrics["checkpoint_soup"]  # on by default: the epoch checkpoints, greedily averaged
+    soup = metrics["checkpoint_soup"]  # the half-epoch checkpoints, greedily averaged
     assert soup["ingredients"][0].startswith("checkpoint-")
-    assert len(soup["tried"]) == 5  # 6 epochs: the best one, then every other one tried
+    assert len(soup["tried"]) == 11  # 6 epochs x 2: the best one, then every other one tried
     assert soup["validation_score"] >= soup["best_single_validation_score"]
     assert metrics["validation"]["macro_f1"] == pytest.approx(soup["validation_score"], abs=1e-6)
     assert info["max_length"] == 32 and len(info["data_fingerprint"]) == 64
