@@ -103,7 +103,7 @@ def test_smoke_benchmark_writes_the_report(tiny_bento_model, tiny_trained_run_di
     table = (tmp_path / "smoke.md").read_text()
     assert table.count("| service | 8 |") == 2 and table.count("| baseline | 1 |") == 2
     assert table.count("| baseline, 1 text per pass | 8 |") == 2
-    assert "Speedup ceiling" in table
+    assert "Expected speedup" in table
     assert "![throughput" in table
     assert (tmp_path / "smoke.png").read_bytes()[:4] == b"\x89PNG"
 
