@@ -20,6 +20,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the temporary BentoML store made above (models, bentos, tmp files)."""
+    import shutil
+
+    shutil.rmtree(os.environ["BENTOML_HOME"], ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """An untrained 2-layer BERT + tokenizer in HF format."""
