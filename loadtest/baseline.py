@@ -52,11 +52,10 @@ class BaselineModel:
         threads: int | None = None,
         batching: str = "request",
     ) -> None:
-        import torch
-
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}, not {batching!r}")
         self.batching = batching
+        import torch
         from transformers import pipeline
 
         if threads:

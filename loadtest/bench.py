@@ -318,9 +318,7 @@ def summarize(report: dict[str, Any], sizes: Sequence[int]) -> dict[str, Any]:
     service = report["service"]["steps"]
     limit = report["limit"]["texts_per_s"]
     summary: dict[str, Any] = {"headline_texts_per_request": sizes[0], "limit_texts_per_s": limit}
-    peaks = {
-        size: max((s["texts_per_s"] for s in steps), default=0.0) for size, steps in service.items()
-    }
+    peaks = {size: _peak(steps) for size, steps in service.items()}
     summary["service_peak_texts_per_s"] = peaks
     served = peaks[head]
     targets: dict[str, Any] = {}
@@ -338,20 +336,16 @@ def summarize(report: dict[str, Any], sizes: Sequence[int]) -> dict[str, Any]:
     failures = {"service": _failures(report["service"])}
     if "baseline" in report:
         base = report["baseline"]["steps"]
-        base_peaks = {
-            size: max((s["texts_per_s"] for s in steps), default=0.0)
-            for size, steps in base.items()
-        }
+        base_peaks = {size: _peak(steps) for size, steps in base.items()}
         summary["baseline_peak_texts_per_s"] = base_peaks
         speedup = served / base_peaks[head] if base_peaks.get(head) else 0.0
         targets["speedup_vs_baseline"] = _target(speedup, TARGETS["speedup_vs_baseline"], ">=")
         failures["baseline"] = _failures(report["baseline"])
         ref = report.get("torch_reference", {}).get("batch_8_texts_per_s")
-        if ref:  # what even a zero-overhead server of the ONNX model could reach over it
+        if ref:  # the speedup to expect when both serve at their in-process speed
             summary["speedup_ceiling_in_process"] = round(limit / ref, 3)
     if "baseline_per_text" in report:
-        steps = report["baseline_per_text"]["steps"].get(head, [])
-        peak = max((s["texts_per_s"] for s in steps), default=0.0)
+        peak = _peak(report["baseline_per_text"]["steps"].get(head, []))
         summary["baseline_per_text_peak_texts_per_s"] = peak
         targets["speedup_vs_per_text_baseline"] = _target(
             served / peak if peak else 0.0, TARGETS["speedup_vs_baseline"], ">="
@@ -360,6 +354,11 @@ def summarize(report: dict[str, Any], sizes: Sequence[int]) -> dict[str, Any]:
     targets["zero_failures"] = {**failures, "ok": not any(failures.values())}
     summary["targets"] = targets
     return summary
+
+
+def _peak(steps: Sequence[dict[str, Any]]) -> float:
+    """The highest texts/s of a ramp (0 for no steps)."""
+    return max((s["texts_per_s"] for s in steps), default=0.0)
 
 
 def _target(value: float, target: float, op: str) -> dict[str, Any]:

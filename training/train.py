@@ -107,26 +107,26 @@ def _evaluate(trainer, encoded, names) -> dict:
 
 
 def _soup(trainer, checkpoints: Path, validation) -> dict:
-    """Replace the trainer's (best) weights by the greedy soup of its epoch checkpoints."""
-    metric = f"eval_{trainer.args.metric_for_best_model}"
+    """Replace the trainer's (best) weights by the greedy soup of its checkpoints."""
+    metric = trainer.args.metric_for_best_model
     scored = {
-        checkpoints / f"checkpoint-{entry['step']}": entry[metric]
+        checkpoints / f"checkpoint-{entry['step']}": entry[f"eval_{metric}"]
         for entry in trainer.state.log_history
-        if metric in entry and (checkpoints / f"checkpoint-{entry['step']}").is_dir()
+        if f"eval_{metric}" in entry and (checkpoints / f"checkpoint-{entry['step']}").is_dir()
     }
-    if len(scored) < 2:
-        return {"ingredients": [p.name for p in scored], "note": "fewer than 2 checkpoints"}
+    if not scored:  # no evaluation ran (e.g. a fraction of an epoch): keep the weights as they are
+        return {"ingredients": [], "note": "no evaluated checkpoints"}
 
     def evaluate(state: dict) -> float:
         trainer.model.load_state_dict(state)
-        return trainer.evaluate(validation, metric_key_prefix="soup")[f"soup_{metric[5:]}"]
+        return trainer.evaluate(validation, metric_key_prefix="soup")[f"soup_{metric}"]
 
     weights, soup = greedy_soup(scored, evaluate)
     trainer.model.load_state_dict(weights)
     log.info(
         "checkpoint soup of %s: validation %s %.4f (best single %.4f)",
         ", ".join(soup.ingredients),
-        metric[5:],
+        metric,
         soup.score,
         soup.best_single,
     )
