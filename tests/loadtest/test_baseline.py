@@ -37,13 +37,24 @@ def test_baseline_rejects_bad_requests(baseline_client):
     assert baseline_client.get("/readyz").status_code == 200
 
 
-def test_per_text_batching_gives_the_same_answers(tiny_trained_run_dir):
+def test_per_text_batching_gives_the_same_answers_in_one_pass_per_text(tiny_trained_run_dir):
     from loadtest.baseline import BaselineModel
 
+    def forward_passes(model, texts):
+        calls = []
+        hook = model.pipe.model.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            return model.predict(texts), len(calls)
+        finally:
+            hook.remove()
+
     texts = ["Really superb and charming film.", "Boring, dull plot.", "Brilliant!"]
-    per_request = BaselineModel(tiny_trained_run_dir / "model", threads=1).predict(texts)
+    per_request = BaselineModel(tiny_trained_run_dir / "model", threads=1)
     per_text = BaselineModel(tiny_trained_run_dir / "model", threads=1, batching="text")
-    for a, b in zip(per_request, per_text.predict(texts), strict=True):
+    answers_a, passes_a = forward_passes(per_request, texts)
+    answers_b, passes_b = forward_passes(per_text, texts)
+    assert (passes_a, passes_b) == (1, 3)
+    for a, b in zip(answers_a, answers_b, strict=True):
         assert a["label"] == b["label"]
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
     with pytest.raises(ValueError, match="batching"):
