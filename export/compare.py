@@ -21,7 +21,7 @@ from export.quantize import quantize
 from export.rundir import load_run_dir
 from export.smooth import calibration_texts, smooth_graph
 
-SERVICE_SUB_BATCH = 8  # sentiment_runtime.SUB_BATCH_SIZE: dynamic INT8 depends on the batch
+SERVICE_SUB_BATCH = 8  # texts per ONNX Runtime call: dynamic INT8 depends on the batch
 
 ALL_DYNAMIC_OPS = [
     "Conv",

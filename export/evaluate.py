@@ -11,25 +11,25 @@ import numpy as np
 def load_tokenizer(tokenizer_path: Path, max_length: int):
     """The fast tokenizer as it is stored and served: truncating to `max_length`, no padding
     (the runtime pads each length-sorted sub-batch to its own longest text)."""
-    from sentiment_runtime import load_tokenizer as runtime_tokenizer
+    from serving.inference import load_tokenizer as runtime_tokenizer
 
     return runtime_tokenizer(tokenizer_path, max_length)
 
 
 def make_session(onnx_path: Path, threads: int | None = None):
     """An onnxruntime CPU session as the service makes it, `threads` intra-op threads."""
-    from sentiment_runtime import available_cpus
-    from sentiment_runtime import make_session as runtime_session
+    from serving.inference import available_cpus
+    from serving.inference import make_session as runtime_session
 
     return runtime_session(onnx_path, threads or available_cpus())
 
 
 class OnnxClassifier:
     """tokenizer.json + model.onnx -> class probabilities, through the service's own inference
-    code (`sentiment_runtime.Classifier`: length-sorted, per-sub-batch padding)."""
+    code (`serving.inference.Classifier`: length-sorted, per-sub-batch padding)."""
 
     def __init__(self, onnx_path: Path, tokenizer, threads: int | None = None):
-        from sentiment_runtime import Classifier
+        from serving.inference import Classifier
 
         session = make_session(onnx_path, threads)
         num_labels = session.get_outputs()[0].shape[-1]
@@ -47,6 +47,7 @@ class OnnxClassifier:
         if not texts:
             raise ValueError("predict_proba needs at least one text")
         self.runtime.sub_batch_size = batch_size
+        self.runtime.sub_batch_tokens = None  # count-bounded batches, as the export measures
         return self.runtime.probabilities(self.runtime.encode(texts))
 
     def throughput(self, texts: list[str], batch_size: int = 32, repeats: int = 1) -> float:

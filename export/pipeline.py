@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -182,7 +182,7 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
         "training_git_sha": run.info.get("git_sha"),
         "versions": _versions(),
         "export_config": config.to_dict(),
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     labels = {
         "stage": "dev",

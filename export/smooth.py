@@ -236,10 +236,10 @@ def calibration_feeds(
     tokenizer, texts: Sequence[str], batch_size: int = 32
 ) -> list[dict[str, np.ndarray]]:
     """Length-sorted, padded batches of `texts` as ONNX inputs (how export and the service run)."""
-    from sentiment_runtime import ENCODING_FIELDS, length_sorted_chunks, pad_batch, pad_id
+    from serving.inference import ENCODING_FIELDS, pad_batch, pad_id, plan_sub_batches
 
     encodings = tokenizer.encode_batch(list(texts))
-    chunks = length_sorted_chunks([len(e.ids) for e in encodings], batch_size)
+    chunks = plan_sub_batches([len(e.ids) for e in encodings], batch_size, max_tokens=None)
     pad = pad_id(tokenizer)
     feeds = [
         pad_batch([encodings[i] for i in chunk], list(ENCODING_FIELDS), pad) for chunk in chunks

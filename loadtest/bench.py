@@ -99,33 +99,47 @@ class BenchConfig:
 # ---- measurements ---------------------------------------------------------------------------
 
 
+def bench_predict(classifier, texts: Sequence[str], batch_size: int, repeat: int = 3) -> dict:
+    """In-process texts/s of `predict`, length-sorted sub-batches vs input order (best of N)."""
+    result = {}
+    for sort in (True, False):
+        best = float("inf")
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for i in range(0, len(texts), batch_size):
+                classifier.predict(texts[i : i + batch_size], sort=sort)
+            best = min(best, time.perf_counter() - start)
+        result["sorted" if sort else "unsorted"] = len(texts) / best
+    return result
+
+
 def measure_limit(
     model_tag: str, texts: Sequence[str], service_env: dict[str, str], n: int, seed: int = 0
 ) -> dict[str, Any]:
-    """In-process texts/s of the service's own inference code, as the served process is set up.
-
-    The limit is the best of: the service's threads (every worker's), and all the machine's CPUs
-    in one process, so a service using fewer threads is not compared with a lowered limit.
-    """
+    """In-process texts/s of the service's own inference code, one process, all CPUs' threads
+    and the service's threads, best of both."""
     import bentoml
 
-    from sentiment_runtime import Classifier, ServiceConfig, available_cpus, bench
+    from serving.inference import Classifier, available_cpus
+    from serving.settings import ServiceSettings
 
-    cfg = ServiceConfig.from_env({**os.environ, **service_env, "MODEL_TAG": model_tag})
+    cfg = ServiceSettings.from_env({**os.environ, **service_env, "MODEL_TAG": model_tag})
     model = bentoml.models.get(model_tag)
     sample = random.Random(seed).choices(list(texts), k=n)
     by_threads, classifiers = {}, {}
-    for threads in sorted({cfg.intra_op_threads() * cfg.workers, available_cpus()}):
-        classifier = Classifier.from_dir(  # as service.py builds it
-            model.path, threads, cfg.sub_batch_size, bool(cfg.ort_spinning)
+    for threads in sorted({cfg.session_threads, available_cpus()}):
+        classifier = Classifier.from_dir(
+            model.path, threads, cfg.sub_batch_size, cfg.sub_batch_tokens, cfg.ort_spinning
         )
         classifier.predict(sample[: cfg.max_batch_size])  # warm-up
-        by_threads[threads] = bench(classifier, sample, cfg.max_batch_size, repeat=3)
+        by_threads[threads] = bench_predict(classifier, sample, cfg.max_batch_size, repeat=3)
         classifiers[threads] = classifier
     threads = max(by_threads, key=lambda t: by_threads[t]["sorted"])
     batched, classifier = by_threads[threads], classifiers[threads]
     short = sample[: max(n // 4, 8)]
-    per_request = {size: bench(classifier, short, size, repeat=1)["sorted"] for size in (8, 1)}
+    per_request = {
+        size: bench_predict(classifier, short, size, repeat=1)["sorted"] for size in (8, 1)
+    }
     tokens = [len(e.ids) for e in classifier.encode(sample)]
     meta = model.info.metadata
     return {
@@ -265,7 +279,7 @@ def run_bench(cfg: BenchConfig, command: str | None = None) -> dict[str, Any]:
     started = time.monotonic()
     report: dict[str, Any] = {
         "command": command,
-        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": _jsonable(dataclasses.asdict(cfg)),
         "machine": machine_info(),
         "load_average": {"start": os.getloadavg()},

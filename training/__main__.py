@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m = p.add_argument_group("model and optimisation")
     m.add_argument("--model", help=f"HF model name or path (default {d.model})")
     m.add_argument("--max-length", type=int, help=f"default {d.max_length}")
+    m.add_argument(
+        "--freeze-layers",
+        type=int,
+        help="freeze the embeddings and the lowest N encoder layers (default 0: train all)",
+    )
     m.add_argument("--epochs", type=float, help=f"default {d.epochs}")
     m.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     m.add_argument("--learning-rate", type=float, help=f"default {d.learning_rate}")

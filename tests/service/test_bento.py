@@ -39,10 +39,21 @@ def built_bento(tiny_bento_model) -> tuple[str, Path]:
 def test_bento_holds_only_the_service_and_runtime_packages(built_bento, tiny_bento_model):
     _, path = built_bento
     sources = sorted(p.relative_to(path / "src").as_posix() for p in (path / "src").rglob("*.py"))
-    assert sources == ["sentiment_runtime.py", "service.py"]
+    expected = sorted(
+        [p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "serving").glob("*.py")]
+        + ["service.py"]
+    )
+    assert sources == expected
     requirements = (path / "env/python/requirements.txt").read_text().lower()
     packages = {re.split(r"[=<>~ ]", line)[0] for line in requirements.split() if line}
-    assert packages == {"bentoml", "onnxruntime", "tokenizers", "numpy", "pydantic"}
+    assert packages == {
+        "bentoml",
+        "onnxruntime",
+        "tokenizers",
+        "numpy",
+        "pydantic",
+        "pydantic-settings",
+    }
     info = yaml.safe_load((path / "bento.yaml").read_text())
     models = [m["tag"] for svc in info["services"] for m in svc["models"]]
     assert models == [str(tiny_bento_model)]

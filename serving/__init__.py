@@ -1,0 +1,14 @@
+"""The serving runtime of `service.py`, one job per module.
+
+- `inference`: tokenize -> ONNX Runtime -> class probabilities. A leaf (numpy, onnxruntime,
+  tokenizers): the one module that export/, loadtest/ and batch engines (Ray actors) import.
+- `pool`: dedicated inference processes (one single-thread ONNX Runtime session each) that the
+  service feeds its length-sorted sub-batches to; stdlib + `inference` only.
+- `settings`: the service's settings, read from environment variables.
+- `schema`: the request / response types of `POST /classify`.
+- `metrics`: the model's Prometheus metrics (through `bentoml.metrics`).
+- `middleware`: the ASGI guard in front of the API (limits, auth, request ids, timeouts, logs).
+- `bento`: the BentoML-specific glue (stored-model reference, the batch-wait cap).
+
+Importing this package imports nothing.
+"""
