@@ -7,11 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
+from common.cli import comma_list, config_from_args
 from export.config import ISAS, OPTIMIZE_MODES, ExportConfig
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
-    defaults = ExportConfig()
+    d = ExportConfig()
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     p.add_argument(
         "run_dir",
@@ -20,86 +21,54 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
         default=Path("runs/latest"),
         help="training run directory (default: runs/latest)",
     )
-    p.add_argument("--name", default=defaults.model_name, help="BentoML model name")
-    p.add_argument("--no-quantize", action="store_true", help="store the FP32 graph")
+    p.add_argument("--name", dest="model_name", help=f"BentoML model name (default {d.model_name})")
+    p.add_argument("--no-quantize", dest="quantize", action="store_false", default=None,
+                   help="store the FP32 graph")  # fmt: skip
     p.add_argument(
-        "--isa",
-        choices=ISAS,
-        default=defaults.isa,
-        help="CPU instruction set to quantize for (default: detect)",
+        "--isa", choices=ISAS, help="CPU instruction set to quantize for (default: detect)"
     )
-    p.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel")
-    p.add_argument("--reduce-range", action="store_true", help="7-bit weights (old AVX512 CPUs)")
+    p.add_argument("--per-tensor", dest="per_channel", action="store_false", default=None,
+                   help="per-tensor instead of per-channel")  # fmt: skip
+    p.add_argument("--reduce-range", action="store_true", default=None,
+                   help="7-bit weights (old AVX512 CPUs)")  # fmt: skip
     p.add_argument(
         "--operators",
-        default=",".join(defaults.operators_to_quantize),
-        help="ONNX operators to quantize, comma-separated (default: %(default)s)",
+        dest="operators_to_quantize",
+        type=comma_list,
+        help=f"ONNX operators to quantize, comma-separated (default: {','.join(d.operators_to_quantize)})",
     )
-    p.add_argument("--exclude-nodes", default="", help="node names to keep FP32, comma-separated")
-    p.add_argument(
-        "--no-smooth",
-        action="store_true",
-        help="skip SmoothQuant-style activation smoothing before quantizing",
-    )
+    p.add_argument("--exclude-nodes", dest="nodes_to_exclude", type=comma_list,
+                   help="node names to keep FP32, comma-separated")  # fmt: skip
+    p.add_argument("--no-smooth", dest="smooth", action="store_false", default=None,
+                   help="skip SmoothQuant-style activation smoothing before quantizing")  # fmt: skip
     p.add_argument(
         "--smooth-pattern",
-        default=defaults.smooth_pattern,
-        help="regex on node names of the weight MatMuls to smooth (default: %(default)s)",
+        help=f"regex on node names of the weight MatMuls to smooth (default: {d.smooth_pattern})",
     )
     p.add_argument(
         "--calibration-rows",
         type=int,
-        default=defaults.calibration_rows,
-        help="training texts used to calibrate the smoothing (default: %(default)s)",
+        help=f"training texts used to calibrate the smoothing (default: {d.calibration_rows})",
     )
-    p.add_argument(
-        "--quantize-head",
-        action="store_true",
-        help="quantize the pooler/classifier head too (default: keep it FP32)",
-    )
-    p.add_argument(
-        "--optimize",
-        choices=OPTIMIZE_MODES,
-        default=defaults.optimize,
-        help="ORT graph optimization: auto keeps it only if faster (default: auto)",
-    )
-    p.add_argument(
-        "--optimization-level", choices=("O1", "O2", "O3"), default=defaults.optimization_level
-    )
+    p.add_argument("--quantize-head", dest="keep_head_fp32", action="store_false", default=None,
+                   help="quantize the pooler/classifier head too (default: keep it FP32)")  # fmt: skip
+    p.add_argument("--optimize", choices=OPTIMIZE_MODES,
+                   help="ORT graph optimization: auto keeps it only if faster (default: auto)")  # fmt: skip
+    p.add_argument("--optimization-level", choices=("O1", "O2", "O3"))
     p.add_argument(
         "--max-accuracy-drop",
         type=float,
-        default=defaults.max_accuracy_drop,
-        help="refuse INT8 test accuracy this many points below FP32 (default: 0.5)",
+        help=f"refuse INT8 test accuracy this many points below FP32 (default: {d.max_accuracy_drop})",
     )
-    p.add_argument("--force", action="store_true", help="store even if the accuracy gate fails")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all)")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--max-eval-rows", type=int, default=None, help="cap rows per split")
-    p.add_argument("--work-dir", type=Path, default=None, help="keep intermediate ONNX files here")
+    p.add_argument("--force", action="store_true", default=None,
+                   help="store even if the accuracy gate fails")  # fmt: skip
+    p.add_argument("--threads", type=int, help="onnxruntime threads (default: all)")
+    p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    p.add_argument("--max-eval-rows", type=int, help="cap rows per split")
+    p.add_argument("--work-dir", type=Path, help="keep intermediate ONNX files here")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     a = p.parse_args(argv)
-    config = ExportConfig(
-        model_name=a.name,
-        quantize=not a.no_quantize,
-        isa=a.isa,
-        per_channel=not a.per_tensor,
-        reduce_range=a.reduce_range,
-        operators_to_quantize=[op.strip() for op in a.operators.split(",") if op.strip()],
-        nodes_to_exclude=[n.strip() for n in a.exclude_nodes.split(",") if n.strip()],
-        keep_head_fp32=not a.quantize_head,
-        smooth=not a.no_smooth,
-        smooth_pattern=a.smooth_pattern,
-        calibration_rows=a.calibration_rows,
-        optimize=a.optimize,
-        optimization_level=a.optimization_level,
-        max_accuracy_drop=a.max_accuracy_drop,
-        force=a.force,
-        threads=a.threads,
-        batch_size=a.batch_size,
-        max_eval_rows=a.max_eval_rows,
-        work_dir=a.work_dir,
-    )
+    config = config_from_args(ExportConfig, a)
     # Our progress at INFO; onnxruntime's quantizer logs every tensor at INFO on the root logger.
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.metrics import classification_metrics
 from export.config import ExportConfig
 from export.convert import export_onnx, optimize_onnx
-from export.evaluate import OnnxClassifier, classification_metrics, compare, load_tokenizer
+from export.evaluate import OnnxClassifier, compare, load_tokenizer
 from export.quantize import quantize
 from export.rundir import load_run_dir
 from export.smooth import calibration_texts, smooth_graph
@@ -118,7 +119,7 @@ def compare_variants(
                 speed[name] = max(speed[name], clf.throughput(texts[-bench_rows:]))
         results = []
         for name in clfs:
-            metrics = classification_metrics(labels, probs[name].argmax(1), len(run.labels))
+            metrics = classification_metrics(labels, probs[name], run.labels)
             results.append(
                 {
                     "variant": name,

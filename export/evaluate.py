@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.metrics import classification_metrics
+
 
 def load_tokenizer(tokenizer_path: Path, max_length: int):
     """The fast tokenizer as it is stored and served: truncating to `max_length`, no padding
@@ -59,23 +61,6 @@ class OnnxClassifier:
         return repeats * len(texts) / (time.perf_counter() - start)
 
 
-def classification_metrics(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> dict:
-    """Accuracy and macro-F1 (classes absent from both labels and predictions are skipped)."""
-    labels, preds = np.asarray(labels), np.asarray(preds)
-    f1s = []
-    for c in range(num_labels):
-        tp = int(np.sum((preds == c) & (labels == c)))
-        fp = int(np.sum((preds == c) & (labels != c)))
-        fn = int(np.sum((preds != c) & (labels == c)))
-        if tp + fp + fn:
-            f1s.append(2 * tp / (2 * tp + fp + fn))
-    return {
-        "accuracy": float(np.mean(labels == preds)),
-        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
-        "n": len(labels),
-    }
-
-
 def compare(fp32_probs: np.ndarray, int8_probs: np.ndarray) -> dict:
     """How closely the INT8 model follows the FP32 one."""
     return {
@@ -89,5 +74,7 @@ def evaluate_onnx(classifier: OnnxClassifier, rows: list[dict], batch_size: int 
     """Metrics of `classifier` on `{"text", "label"}` rows, plus its probabilities (key "probs")."""
     probs = classifier.predict_proba([r["text"] for r in rows], batch_size)
     labels = np.array([r["label"] for r in rows])
-    metrics = classification_metrics(labels, probs.argmax(1), probs.shape[1])
+    names = [str(i) for i in range(probs.shape[1])]
+    metrics = classification_metrics(labels, probs, names)
+    metrics["n"] = metrics.pop("support")
     return {**metrics, "probs": probs}

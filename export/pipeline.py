@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from common.provenance import git_sha, package_versions
 from export.config import ExportConfig
 from export.convert import export_onnx, optimize_onnx
 from export.evaluate import OnnxClassifier, compare, evaluate_onnx, load_tokenizer
@@ -178,9 +177,9 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
         "size_bytes": sizes,
         "texts_per_s": {k: round(v, 1) for k, v in speed.items()},
         "quantized_nodes": {op: counts[op] for op in QUANTIZED_OPS if counts.get(op)},
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
         "training_git_sha": run.info.get("git_sha"),
-        "versions": _versions(),
+        "versions": package_versions(VERSIONED),
         "export_config": config.to_dict(),
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -271,28 +270,3 @@ def _row(name: str, size: int, metrics: dict, speed: float) -> tuple:
         f"{metrics['test']['macro_f1']:.4f}",
         f"{speed:.0f}",
     )
-
-
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _versions() -> dict:
-    versions = {}
-    for package in VERSIONED:
-        try:
-            versions[package] = importlib_metadata.version(package)
-        except importlib_metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.cli import config_from_args
 from loadtest.servers import ServerProcess, baseline_command, bentoml_serve_command
 from loadtest.traffic import DEFAULT_RUN_DIR, REPO_ROOT, load_labels, load_texts
 
@@ -587,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model-tag", default=os.environ.get("MODEL_TAG"))
     parser.add_argument("--run-dir", type=Path, help="run dir of the same model (baseline)")
     parser.add_argument("--data", type=Path, help="texts: run dir, .jsonl or corpus .csv.bz2")
-    parser.add_argument("--out", type=Path, help="report folder")
+    parser.add_argument("--out", dest="out_dir", type=Path, help="report folder")
     parser.add_argument("--name", help="report file stem")
     parser.add_argument("--users", type=_ints, help="concurrent users per step, e.g. 1,4,16")
     parser.add_argument("--sizes", type=_ints, help="texts per request, headline first, e.g. 8,1")
@@ -610,29 +611,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="service setting for the served process and the limit (repeat), e.g. WORKERS=2",
     )
     args = parser.parse_args(argv)
-    overrides = {
-        key: value
-        for key, value in {
-            "model_tag": args.model_tag,
-            "run_dir": args.run_dir,
-            "data": args.data,
-            "out_dir": args.out,
-            "name": args.name,
-            "users": args.users,
-            "sizes": args.sizes,
-            "duration_s": args.duration_s,
-            "warmup_s": args.warmup_s,
-            "baseline": args.baseline,
-            "baseline_threads": args.baseline_threads,
-            "per_text_baseline": args.per_text_baseline,
-        }.items()
-        if value is not None
-    }
     bad = [item for item in args.env if "=" not in item]
     if bad:
         parser.error(f"--env expects KEY=VALUE, got {bad}")
-    overrides["service_env"] = dict(item.split("=", 1) for item in args.env)
-    cfg = BenchConfig.smoke(**overrides) if args.smoke else BenchConfig(**overrides)
+    service_env = dict(item.split("=", 1) for item in args.env)
+    base = BenchConfig.smoke() if args.smoke else BenchConfig()
+    cfg = config_from_args(BenchConfig, args, base, service_env=service_env)
     argv = sys.argv[1:] if argv is None else list(argv)
     command = shlex.join(["python", "-m", "loadtest.bench", *argv])
     report = run_bench(cfg, command)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common.cli import config_from_args
 from scoring.config import FORMATS, ScoringConfig, ScoringError
 
 
@@ -18,14 +19,13 @@ def parse_args(argv: list[str] | None = None) -> ScoringConfig:
     p.add_argument("input", help="input file (.csv, .jsonl, .parquet; .csv.gz / .jsonl.gz too)")
     p.add_argument("--text-column", required=True, help="column holding the texts")
     p.add_argument("--output", "-o", required=True, help="output file (.csv, .jsonl, .parquet)")
-    p.add_argument(
-        "--url", default=d["url"].default, help="service base URL (default: %(default)s)"
-    )
+    p.add_argument("--url", help=f"service base URL (default: {d['url'].default})")
     p.add_argument("--input-format", choices=FORMATS, help="override the input extension")
     p.add_argument("--output-format", choices=FORMATS, help="override the output extension")
     p.add_argument("--id-column", help="keep only this input column (plus the predictions)")
-    p.add_argument("--all-scores", action="store_true", help="add a score_<label> per label")
-    p.add_argument("--prefix", default="", help="prefix of the added columns, e.g. pred_")
+    p.add_argument("--all-scores", action="store_true", default=None,
+                   help="add a score_<label> per label")  # fmt: skip
+    p.add_argument("--prefix", help="prefix of the added columns, e.g. pred_")
     for name, kind, text in [
         ("batch-size", int, "texts per request"),
         ("concurrency", int, "requests in flight"),
@@ -35,31 +35,14 @@ def parse_args(argv: list[str] | None = None) -> ScoringConfig:
         ("backoff", float, "first retry delay in seconds, doubled each retry"),
     ]:
         default = d[name.replace("-", "_")].default
-        p.add_argument(f"--{name}", type=kind, default=default, help=f"{text} (default: {default})")
+        p.add_argument(f"--{name}", type=kind, help=f"{text} (default: {default})")
     p.add_argument("--limit", type=int, help="score only the first N rows")
-    p.add_argument("--overwrite", action="store_true", help="discard previous output, start over")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="discard previous output, start over")  # fmt: skip
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar")  # fmt: skip
     a = p.parse_args(argv)
-    return ScoringConfig(
-        input=a.input,
-        output=a.output,
-        text_column=a.text_column,
-        url=a.url,
-        input_format=a.input_format,
-        output_format=a.output_format,
-        id_column=a.id_column,
-        all_scores=a.all_scores,
-        prefix=a.prefix,
-        batch_size=a.batch_size,
-        concurrency=a.concurrency,
-        chunk_size=a.chunk_size,
-        timeout=a.timeout,
-        retries=a.retries,
-        backoff=a.backoff,
-        limit=a.limit,
-        overwrite=a.overwrite,
-        progress=not a.no_progress,
-    )
+    return config_from_args(ScoringConfig, a)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from common.cli import given
 from training.config import TrainConfig, load_config
 from training.data import DataError
 
@@ -84,10 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    args = vars(parse_args(argv))
-    path = args.pop("config")
+    args = parse_args(argv)
     try:
-        cfg = load_config(path, **args)
+        cfg = load_config(args.config, **given(args, TrainConfig))
         from training import run_training
 
         run_dir = run_training(cfg)

@@ -8,13 +8,13 @@ import logging
 import math
 import os
 import shutil
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
+from common.provenance import git_sha
 from training.config import BUNDLED_MODEL, TrainConfig
 from training.data import Dataset, load_dataset, save_splits
 from training.metrics import classification_metrics
@@ -67,16 +67,6 @@ def freeze_lower_layers(model, n: int) -> int:
             for param in module.parameters():
                 param.requires_grad = False
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-        )
-    except OSError:
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:

@@ -1,0 +1,44 @@
+"""One way of mapping command-line flags onto a typed config.
+
+Each CLI declares its flags with `dest` = the config field and `default=None`, so a flag the
+user did not give is None; `given` keeps the others, and `config_from_args` applies them on top
+of the config's defaults (or a YAML file's values, or a preset): the config class stays the one
+place that holds defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def given(args: argparse.Namespace | Mapping[str, Any], fields: Any = None) -> dict[str, Any]:
+    """The flags that were given (not None), restricted to `fields` (names or a dataclass)."""
+    values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    if fields is not None:
+        names = (
+            {f.name for f in dataclasses.fields(fields)}
+            if dataclasses.is_dataclass(fields)
+            else set(fields)
+        )
+        values = {k: v for k, v in values.items() if k in names}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def config_from_args(
+    cls: type[T], args: argparse.Namespace | Mapping[str, Any], base: T | None = None, **fixed: Any
+) -> T:
+    """`base` (default: `cls(**fixed)`) with every given flag that names a field of `cls`."""
+    overrides = given(args, cls)
+    if base is None:
+        return cls(**{**fixed, **overrides})
+    return dataclasses.replace(base, **{**fixed, **overrides})
+
+
+def comma_list(value: str) -> list[str]:
+    """An argparse `type` for comma-separated values: "a, b," -> ["a", "b"]."""
+    return [item.strip() for item in value.split(",") if item.strip()]
