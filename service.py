@@ -6,6 +6,8 @@ Settings come from environment variables (`serving.settings.ServiceSettings`, RE
 
 from __future__ import annotations
 
+import logging
+
 import bentoml
 
 from serving import metrics
@@ -15,6 +17,7 @@ from serving.middleware import Guard
 from serving.schema import EXAMPLE_TEXTS, Prediction, text_list_type
 from serving.settings import ServiceSettings
 
+logging.getLogger("serving").setLevel(logging.INFO)  # our lines show beside BentoML's
 SETTINGS = ServiceSettings.from_env()
 Texts = text_list_type(SETTINGS.max_items, SETTINGS.max_text_chars)
 EXAMPLE_INPUT = {"texts": EXAMPLE_TEXTS}
@@ -72,6 +75,7 @@ class SentimentClassifier:
         return await self.model.classify(texts)
 
 
+SentimentClassifier.inner.bento_model.check()  # a missing or corrupt model file stops start-up here
 SentimentClassifier.add_asgi_middleware(
     Guard,
     api_key=SETTINGS.resolved_api_key(),

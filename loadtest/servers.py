@@ -26,8 +26,10 @@ def free_port() -> int:
 class ServerProcess:
     """A server command in its own process group, output captured to a temp log file.
 
-    `{port}` in the command is replaced by a free loopback port. Use as a context manager: it
-    waits for `ready_path` to answer 200 and always stops the whole group on exit.
+    `{port}` in the command is replaced by a free loopback port (or `port`). As a context
+    manager it starts, waits for `ready_path` to answer 200, and always stops the whole group on
+    exit; tests that need the steps (a server that must fail to start, a SIGTERM mid-load) call
+    `start()`, `wait_ready()`, `wait_exit()` and `stop()` themselves.
     """
 
     def __init__(
@@ -36,8 +38,9 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         ready_path: str = "/readyz",
         ready_timeout_s: float = 180.0,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [part.replace("{port}", str(self.port)) for part in command]
         self.env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
@@ -45,11 +48,12 @@ class ServerProcess:
         self.ready_timeout_s = ready_timeout_s
         self.proc: subprocess.Popen | None = None
         self.log_path = ""
+        self.started = float("nan")
         self.ready_s = float("nan")
 
-    def __enter__(self):
-        fd, self.log_path = tempfile.mkstemp(prefix="loadtest-server-", suffix=".log")
-        started = time.monotonic()
+    def start(self) -> ServerProcess:
+        fd, self.log_path = tempfile.mkstemp(prefix="server-", suffix=".log")
+        self.started = time.monotonic()
         with os.fdopen(fd, "wb") as log:
             self.proc = subprocess.Popen(
                 self.command,
@@ -59,12 +63,15 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        return self
+
+    def __enter__(self):
+        self.start()
         try:
-            self._wait_ready(started)
+            self.wait_ready()
         except BaseException:
             self.stop()
             raise
-        self.ready_s = time.monotonic() - started
         return self
 
     def __exit__(self, exc_type, *_) -> None:
@@ -75,8 +82,11 @@ class ServerProcess:
     def output(self) -> str:
         return Path(self.log_path).read_text(errors="replace") if self.log_path else ""
 
-    def _wait_ready(self, started: float) -> None:
-        while time.monotonic() - started < self.ready_timeout_s:
+    def wait_ready(self, timeout: float | None = None) -> float:
+        """Seconds from start until `ready_path` answered 200; raises (with the server's
+        output) if the process exits or the time runs out."""
+        deadline = self.started + (timeout or self.ready_timeout_s)
+        while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"{' '.join(self.command)} exited with {self.proc.returncode}:\n"
@@ -85,14 +95,22 @@ class ServerProcess:
             try:
                 with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as resp:
                     if resp.status == 200:
-                        return
+                        self.ready_s = time.monotonic() - self.started
+                        return self.ready_s
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise TimeoutError(
-            f"{' '.join(self.command)} not ready after {self.ready_timeout_s} s:\n"
+            f"{' '.join(self.command)} not ready after {timeout or self.ready_timeout_s} s:\n"
             f"{self.output()[-3000:]}"
         )
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """The exit code once the process has ended (it is stopped if it outlives `timeout`)."""
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         if self.proc is not None:

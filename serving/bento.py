@@ -53,6 +53,14 @@ class StoredModel(bentoml.models.BentoModel):
             raise NotFound(missing_model_message(self.tag))
         return super().resolve(base_path)
 
+    def check(self) -> None:
+        """Fail now, naming the file, if the stored model's files are missing or corrupt:
+        called when `bentoml serve` loads the service, before any worker starts (a worker
+        that fails to start would be restarted over and over)."""
+        from serving.inference import check_model_dir
+
+        check_model_dir(self.resolve().path)
+
 
 # ---- the dispatcher's batch wait ------------------------------------------------------------
 

@@ -81,6 +81,17 @@ def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
     return tokenizer
 
 
+def check_model_dir(path: str | Path) -> tuple[dict[str, Any], Tokenizer]:
+    """The stored model's config and tokenizer, after checking that its files are all there and
+    readable (a missing or corrupt file is named); the ONNX graph is loaded by `make_session`."""
+    path = Path(path)
+    missing = [name for name in MODEL_FILES if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"stored model at {path} lacks {', '.join(missing)}")
+    config = read_model_config(path / "model_config.json")
+    return config, load_tokenizer(path / "tokenizer.json", config["max_length"])
+
+
 def pad_id(tokenizer: Tokenizer) -> int:
     for token in ("[PAD]", "<pad>"):
         if (token_id := tokenizer.token_to_id(token)) is not None:
@@ -200,11 +211,7 @@ class Classifier:
         """Load the files of a stored model (docs/contracts.md); a missing or corrupt file is
         named. `threads=None` loads no session (the sub-batches run elsewhere)."""
         path = Path(path)
-        missing = [name for name in MODEL_FILES if not (path / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"stored model at {path} lacks {', '.join(missing)}")
-        config = read_model_config(path / "model_config.json")
-        tokenizer = load_tokenizer(path / "tokenizer.json", config["max_length"])
+        config, tokenizer = check_model_dir(path)
         session = None if threads is None else make_session(path / "model.onnx", threads, spinning)
         return cls(
             session,

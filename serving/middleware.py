@@ -25,7 +25,6 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from serving import context
@@ -198,15 +197,31 @@ class Guard:
 
     async def _answer_in_time(self, scope, receive, send, answer: _Answer) -> None:
         """Run the API; 504 if no answer has started within REQUEST_TIMEOUT_S."""
+        task = asyncio.current_task()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            if not answer.status:  # once an answer has started, let it finish
+                expired = True
+                task.cancel()
+
+        async def send_unless_expired(message: dict) -> None:
+            if expired:  # the API swallowed the cancellation and answers anyway: ours wins
+                raise asyncio.CancelledError
+            await send(message)
+
+        timer = asyncio.get_running_loop().call_later(self.request_timeout_s, expire)
         try:
-            async with asyncio.timeout(self.request_timeout_s) as deadline:
-                answer.on_start = lambda: deadline.reschedule(None)  # answering: let it finish
-                await self.app(scope, receive, send)
-        except TimeoutError:
-            if answer.status:
+            await self.app(scope, receive, send_unless_expired)
+        except asyncio.CancelledError:
+            if not expired:
                 raise
+            task.uncancel()
             message = f"no answer within {self.request_timeout_s:g} s (REQUEST_TIMEOUT_S)"
             await reply(send, 504, message)
+        finally:
+            timer.cancel()
 
     def _account(self, scope: dict, info: context.RequestInfo, answer: _Answer, collectors) -> None:
         seconds = time.perf_counter() - info.started
@@ -241,14 +256,11 @@ class _Answer:
         self.info, self.timed = info, timed
         self.status = 0
         self.error_body = b""
-        self.on_start: Callable[[], None] | None = None
         self.overloaded = False
 
     def on_send(self, message: dict) -> dict:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            if self.on_start is not None:
-                self.on_start()
             headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
             headers.append((b"x-request-id", self.info.request_id.encode()))
             if self.status == 503:  # BentoML's dispatcher shed this request
