@@ -2,6 +2,7 @@
 
 POST /classify {"texts": [...]} -> [{"label", "score", "scores"}, ...] in input order.
 Settings come from environment variables (`serving.settings.ServiceSettings`, README).
+A web page to try it is at /ui (`serving.webpage`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 
 import bentoml
 
-from serving import metrics
+from serving import metrics, webpage
 from serving.batch import BatchRunner
 from serving.bento import ServerBounds, StoredModel, cap_batch_wait, quiet_client_errors
 from serving.middleware import Guard
@@ -21,9 +22,12 @@ logging.getLogger("serving").setLevel(logging.INFO)  # our lines show beside Ben
 SETTINGS = ServiceSettings.from_env()
 Texts = text_list_type(SETTINGS.max_items, SETTINGS.max_text_chars)
 EXAMPLE_INPUT = {"texts": EXAMPLE_TEXTS}
+webpage.show_description_on_index()
 
 
+@bentoml.asgi_app(webpage.app(), path="/", name="ui")  # only /ui and /ui/...: see serving.webpage
 @bentoml.service(
+    description=webpage.DESCRIPTION,  # the header of the page at /, with the link to /ui
     workers=SETTINGS.workers,
     # The guard answers 504 at REQUEST_TIMEOUT_S; BentoML's own timeout is only a backstop.
     traffic={"timeout": SETTINGS.request_timeout_s + SETTINGS.graceful_shutdown_s},

@@ -9,6 +9,7 @@
 - `metrics`: the model's Prometheus metrics (through `bentoml.metrics`).
 - `middleware`: the ASGI guard in front of the API (limits, auth, request ids, timeouts, logs).
 - `bento`: the BentoML-specific glue (stored-model reference, the batch-wait cap).
+- `webpage`: the web page at /ui (static files in `ui/`), a client of `POST /classify`.
 
 Importing this package imports nothing.
 """

@@ -59,6 +59,17 @@ def test_bento_holds_only_the_service_and_runtime_packages(built_bento, tiny_ben
     assert models == [str(tiny_bento_model)]
 
 
+def test_bento_carries_the_web_page_and_its_link(built_bento):
+    from serving.webpage import UI_DIR, files
+
+    _, path = built_bento
+    shipped = path / "src" / "serving" / "ui"
+    assert {p.name: p.read_bytes() for p in shipped.iterdir()} == {
+        name: (UI_DIR / name).read_bytes() for name in files()
+    }
+    assert "](ui/)" in (path / "README.md").read_text()  # the OpenAPI page's description
+
+
 def test_dockerfile_is_slim(built_bento):
     dockerfile = (built_bento[1] / "env/docker/Dockerfile").read_text()
     assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
@@ -75,5 +86,8 @@ def test_built_bento_serves_classify(built_bento):
         resp = httpx.post(f"{server.url}/classify", json={"texts": ["a great film", "dull"]})
         assert resp.status_code == 200, resp.text
         assert [a["label"] for a in resp.json()] == ["positive", "negative"]
+        page = httpx.get(f"{server.url}/ui", follow_redirects=True)
+        assert page.status_code == 200 and "<title>Sentiment classifier</title>" in page.text
+        assert "](ui/)" in httpx.get(f"{server.url}/docs.json").json()["info"]["description"]
     finally:
         server.stop()
