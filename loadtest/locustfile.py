@@ -12,6 +12,8 @@ Options (or the LOCUST_* environment variable of the same name):
   --labels a,b              labels an answer may carry. Default: the run dir's labels.
   --rate-per-user R         Poisson arrivals at R requests/s per user (open loop); default 0:
                             each user sends its next request as soon as the answer arrives.
+  --api-key KEY             sent as `Authorization: Bearer KEY` (a service started with
+                            API_KEY); better in the environment: LOCUST_API_KEY.
 Every answer is checked: HTTP 200, one result per text, known labels, probabilities.
 """
 
@@ -63,6 +65,12 @@ def _add_options(parser) -> None:
         env_var="LOCUST_RATE_PER_USER",
         help="Poisson arrivals per user (requests/s); 0: closed loop, no wait",
     )
+    group.add_argument(
+        "--api-key",
+        default="",
+        env_var="LOCUST_API_KEY",
+        help="API key of a service started with API_KEY (sent as Authorization: Bearer)",
+    )
 
 
 @functools.cache
@@ -85,6 +93,8 @@ class ClassifyUser(FastHttpUser):
         self.labels = _labels(data, getattr(options, "labels", "") or "")
         self.sizes = parse_sizes(getattr(options, "texts_per_request", "1,8"))
         self.rate = float(getattr(options, "rate_per_user", 0.0) or 0.0)
+        key = getattr(options, "api_key", "") or ""
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.rng = random.Random(next(_user_ids))
         self.next_at = time.monotonic()
         if self.rate:  # open loop: a random first arrival, so that users do not fire in step
@@ -104,6 +114,7 @@ class ClassifyUser(FastHttpUser):
         with self.client.post(
             "/classify",
             json={"texts": texts},
+            headers=self.headers,
             name=name,
             context={"texts": len(texts)},
             catch_response=True,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 from collections.abc import Sequence
@@ -20,14 +21,6 @@ from pathlib import Path
 from typing import Any
 
 PERCENTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
-
-
-def _cpu_times() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [float(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
-    return sum(fields) - idle, sum(fields)
 
 
 def _own_cpu_s() -> float:
@@ -44,15 +37,21 @@ def run_ramp(
     data: str = "",
     labels: str = "",
     rate_per_user: float = 0.0,
+    server_pid: int | None = None,
 ) -> list[dict[str, Any]]:
     """One dict per user count: req/s, texts/s, latency percentiles (ms), failures, CPU use."""
     import gevent
     from locust.env import Environment
 
+    from loadtest.bench.load import CpuMeter
     from loadtest.locustfile import ClassifyUser
 
     options = argparse.Namespace(
-        texts_per_request=texts_per_request, data=data, labels=labels, rate_per_user=rate_per_user
+        texts_per_request=texts_per_request,
+        data=data,
+        labels=labels,
+        rate_per_user=rate_per_user,
+        api_key=os.environ.get("LOCUST_API_KEY", ""),
     )
     env = Environment(user_classes=[ClassifyUser], host=host, parsed_options=options)
     texts_ok = [0]
@@ -74,12 +73,13 @@ def run_ramp(
             env.stats.reset_all()
             env.stats.clear_all()
             texts_ok[0] = 0
-            cpu0, own0, start = _cpu_times(), _own_cpu_s(), time.monotonic()
+            meter, own0, start = CpuMeter(server_pid), _own_cpu_s(), time.monotonic()
             gevent.sleep(duration_s)
             elapsed = time.monotonic() - start
-            cpu1, own1 = _cpu_times(), _own_cpu_s()
+            cpu = meter.stop(_own_cpu_s() - own0)
             steps.append(
-                _step(env.stats, n_users, elapsed, texts_ok[0], cpu0, cpu1, own1 - own0)
+                _step(env.stats, n_users, elapsed, texts_ok[0])
+                | cpu
                 | {"rate_per_user": rate_per_user, "texts_per_request": texts_per_request}
             )
             runner.stop()
@@ -88,13 +88,13 @@ def run_ramp(
     return steps
 
 
-def _step(stats, n_users, elapsed, texts, cpu0, cpu1, own_cpu_s) -> dict[str, Any]:
+def _step(stats, n_users, elapsed, texts) -> dict[str, Any]:
     total = stats.total
     ok = total.num_requests - total.num_failures
     errors = sorted(stats.errors.values(), key=lambda e: -e.occurrences)
-    busy, all_ = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     return {
         "users": n_users,
+        "connections": n_users,
         "seconds": round(elapsed, 2),
         "requests": total.num_requests,
         "failures": total.num_failures,
@@ -104,9 +104,6 @@ def _step(stats, n_users, elapsed, texts, cpu0, cpu1, own_cpu_s) -> dict[str, An
         "mean_ms": round(total.avg_response_time, 1),
         "max_ms": total.max_response_time,
         "errors": [{"error": e.error, "count": e.occurrences} for e in errors[:5]],
-        # Share of the machine's CPUs busy during the step, and the load generator's share.
-        "machine_cpu_busy": round(busy / all_, 3) if all_ else None,
-        "driver_cpu_cores": round(own_cpu_s / elapsed, 3),
     }
 
 
@@ -121,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--labels", default="")
     parser.add_argument("--rate-per-user", type=float, default=0.0, help="0: closed loop")
     parser.add_argument("--out", default="", help="write the steps here (JSON) too")
+    parser.add_argument("--server-pid", type=int, help="also measure this process tree's CPU")
     args = parser.parse_args(argv)
     steps = run_ramp(
         args.host,
@@ -131,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         args.data,
         args.labels,
         args.rate_per_user,
+        args.server_pid,
     )
     for step in steps:
         print(json.dumps(step), flush=True)

@@ -1,0 +1,81 @@
+"""CLI: `python -m loadtest.bench [--smoke] [--env KEY=VALUE ...] ...` (see the package doc)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common.cli import config_from_args
+from loadtest.bench import __doc__ as DOC
+from loadtest.bench.config import BenchConfig
+from loadtest.bench.run import run_bench
+
+
+def _ints(spec: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in spec.split(",") if v.strip())
+
+
+def _pairs(items: Sequence[str], parser: argparse.ArgumentParser, flag: str) -> dict[str, str]:
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        parser.error(f"{flag} expects KEY=VALUE, got {bad}")
+    return dict(item.split("=", 1) for item in items)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.bench",
+        description=DOC,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--smoke", action="store_true", help="2 steps of 2 s, reports/smoke/")
+    parser.add_argument("--model-tag", default=os.environ.get("MODEL_TAG"))
+    parser.add_argument("--run-dir", type=Path, help="run dir of the same model (baseline)")
+    parser.add_argument("--data", type=Path, help="texts: run dir, .jsonl or corpus .csv.bz2")
+    parser.add_argument("--out", dest="out_dir", type=Path, help="report folder")
+    parser.add_argument("--name", help="report file stem")
+    parser.add_argument("--connections", type=_ints, help="connections per step, e.g. 1,4,16")
+    parser.add_argument("--sizes", type=_ints, help="texts per request, headline first, e.g. 8,1")
+    parser.add_argument("--duration", type=float, dest="duration_s", help="measured s per step")
+    parser.add_argument("--warmup", type=float, dest="warmup_s", help="unmeasured s per step")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false", default=None)
+    parser.add_argument("--no-per-text-baseline", dest="per_text_baseline",
+                        action="store_false", default=None,
+                        help="skip the baseline with one forward pass per text")  # fmt: skip
+    parser.add_argument("--no-peer", dest="peer", action="store_false", default=None)
+    parser.add_argument("--baseline-threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="service setting (repeat), e.g. WORKERS=2")  # fmt: skip
+    parser.add_argument("--peer-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="LitServe peer option (repeat), e.g. workers=2 max_batch_size=16")  # fmt: skip
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="also run the service with these settings, peak step only")  # fmt: skip
+    args = parser.parse_args(argv)
+    base = BenchConfig.smoke() if args.smoke else BenchConfig()
+    extra: dict[str, Any] = {"service_env": _pairs(args.env, parser, "--env")}
+    if args.peer_setting:
+        peer = {**base.peer_settings, **_pairs(args.peer_setting, parser, "--peer-setting")}
+        extra["peer_settings"] = peer
+    if args.variant:
+        variants = {}
+        for spec in args.variant:
+            name, _, settings = spec.partition(":")
+            variants[name] = _pairs(settings.split(","), parser, "--variant")
+        extra["variants"] = variants
+    cfg = config_from_args(BenchConfig, args, base, **extra)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = shlex.join(["python", "-m", "loadtest.bench", *argv])
+    report = run_bench(cfg, command)
+    print(json.dumps(report["summary"], indent=2))
+    print(f"report: {Path(cfg.out_dir) / cfg.name}.{{json,md,png}}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
