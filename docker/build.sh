@@ -47,7 +47,8 @@ fi
 "$DOCKER" info >/dev/null 2>&1 || { echo "$DOCKER cannot reach a Docker daemon" >&2; exit 2; }
 
 if [ -z "${PIP_CERT:-}" ]; then
-    PIP_CERT=$("$PYTHON" -m pip config get global.cert 2>/dev/null || true)
+    PIP_CERT=$("$PYTHON" -m pip config list 2>/dev/null | sed -n "s/^global\.cert='\(.*\)'$/\1/p" \
+        | tail -1)
 fi
 secret=()
 if [ -n "$PIP_CERT" ] && [ "$PIP_CERT" != none ]; then
@@ -70,7 +71,7 @@ model=$("$PYTHON" -c 'import sys, yaml
 info = yaml.safe_load(open(sys.argv[1]))
 print(*{m["tag"] for s in info["services"] for m in s["models"]})' "$ctx/bento.yaml")
 
-echo "building $tag: $bento with $model, on $BASE_IMAGE, with $DOCKER"
+echo "building $tag: $bento with $model, on $BASE_IMAGE, with $DOCKER${secret:+, pip trusting $PIP_CERT}"
 DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain -q \
     -f "$ctx/env/docker/Dockerfile" -t "$tag" \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "PIP_INDEX_URL=${PIP_INDEX_URL:-}" \
@@ -78,7 +79,11 @@ DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain -q \
     --label "org.opencontainers.image.title=$IMAGE" \
     --label "org.opencontainers.image.version=${bento#*:}" \
     --label "ai.bentoml.bento=$bento" --label "ai.bentoml.model=$model" \
-    "${secret[@]}" "$ctx" >/dev/null
+    "${secret[@]}" "$ctx" >/dev/null || {
+    echo "docker build failed; if $BASE_IMAGE cannot be pulled here, build a base from Debian" \
+        "packages (make base-image) and set BASE_IMAGE" >&2
+    exit 1
+}
 
 size=$("$DOCKER" image inspect -f '{{.Size}}' "$tag")
 echo "built $tag in $(( $(date +%s) - start )) s: $(( size / 1000000 )) MB (uncompressed)"
