@@ -6,13 +6,17 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 MODEL_TAG ?= sentiment-classifier:latest
 PORT   ?= 3000
+IMAGE  ?= sentiment-service
+# The image's base; where Docker Hub cannot be reached: `make base-image` and
+# BASE_IMAGE=sentiment-base:python3.11-bookworm.
+BASE_IMAGE ?= python:3.11-slim
 STAMP  := $(VENV)/.installed-stamp
 
 export BENTOML_DO_NOT_TRACK ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train export model serve build test test-fast lint format bench bench-smoke clean
+.PHONY: help setup train export model serve build container base-image lock test test-fast lint format bench bench-smoke clean
 
 ## Show this help
 help:
@@ -53,6 +57,18 @@ serve: model
 ## Build the slim bento (runtime dependencies only)
 build: model
 	$(BIN)/bentoml build
+
+## Build the service image (bento, model, pinned packages), tagged with the bento version
+container: model
+	MODEL_TAG=$(MODEL_TAG) IMAGE=$(IMAGE) BASE_IMAGE=$(BASE_IMAGE) BENTOML=$(BIN)/bentoml docker/build.sh
+
+## Build a python:3.11-slim equivalent from Debian packages, no Docker Hub needed (root; ARGS=--help)
+base-image:
+	docker/base-image.sh $(ARGS)
+
+## Regenerate docker/requirements.lock (every package the image installs) from constraints.txt
+lock: setup
+	$(BIN)/python docker/lock.py
 
 ## Lint and format check with ruff
 lint: setup
