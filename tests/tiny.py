@@ -35,7 +35,7 @@ BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
 ROBERTA_SPECIALS = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"}
 
 
-def build_tiny_tokenizer(out_dir: Path, arch: str = "bert"):
+def build_tiny_tokenizer(out_dir: Path, arch: str = "bert", extra_words: tuple[str, ...] = ()):
     """A WordLevel fast tokenizer in the style of `arch`, saved with `save_pretrained` (writes
     tokenizer.json). RoBERTa and MPNet use `<s>`/`<pad>`/`<unk>` and no token_type_ids."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -43,7 +43,7 @@ def build_tiny_tokenizer(out_dir: Path, arch: str = "bert"):
 
     bert_style = arch in ("bert", "distilbert")
     specials = BERT_SPECIALS if bert_style else ROBERTA_SPECIALS
-    words = sorted(set(POSITIVE_WORDS + NEGATIVE_WORDS + FILLER_WORDS + [".", ",", "!"]))
+    words = sorted({*POSITIVE_WORDS, *NEGATIVE_WORDS, *FILLER_WORDS, ".", ",", "!", *extra_words})
     vocab = {tok: i for i, tok in enumerate([*specials.values(), *words])}
     cls, sep = specials["cls"], specials["sep"]
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=specials["unk"]))
@@ -99,12 +99,14 @@ def tiny_config(arch: str, vocab_size: int, **extra):
     raise ValueError(f"unknown tiny architecture {arch!r}; choose from {ARCHITECTURES}")
 
 
-def build_tiny_model(out_dir: Path, seed: int = 0, arch: str = "bert") -> Path:
+def build_tiny_model(
+    out_dir: Path, seed: int = 0, arch: str = "bert", extra_words: tuple[str, ...] = ()
+) -> Path:
     """Save an untrained 2-layer `arch` sequence classifier + its tokenizer into `out_dir`."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    tokenizer = build_tiny_tokenizer(out_dir, arch)
+    tokenizer = build_tiny_tokenizer(out_dir, arch, extra_words)
     torch.manual_seed(seed)
     config = tiny_config(arch, len(tokenizer))
     AutoModelForSequenceClassification.from_config(config).save_pretrained(out_dir)
