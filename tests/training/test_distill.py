@@ -192,6 +192,10 @@ def test_auto_uses_a_fitting_file_and_otherwise_trains_plainly(tmp_path, monkeyp
     assert record["teacher_logits"] == str(committed) and len(record["file_sha256"]) == 64
     assert (record["temperature"], record["alpha"]) == (2.0, 0.5)
 
+    teacher_cfg = TrainConfig(dataset=cfg.dataset, model="tests")  # the teacher's own base model
+    teacher, record = resolve_teacher(teacher_cfg, data)
+    assert teacher is None and "not distilled into itself" in record["reason"]
+
     other_cfg, other = _data(tmp_path, split_seed=3)  # a run on another split
     teacher, record = resolve_teacher(other_cfg, other)
     assert teacher is None and "another data split" in record["reason"]
