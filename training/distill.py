@@ -280,6 +280,7 @@ def distillation_loss(student, labels, teacher=None, temperature=2.0, alpha=0.5,
     import torch
     import torch.nn.functional as F
 
+    student = student.float()  # the loss in FP32, also under bf16 / fp16 autocast
     labelled = labels != IGNORE_INDEX
     if bool(labelled.any()):
         ce = F.cross_entropy(student, labels, ignore_index=IGNORE_INDEX, label_smoothing=smoothing)
@@ -290,7 +291,7 @@ def distillation_loss(student, labels, teacher=None, temperature=2.0, alpha=0.5,
     t = temperature
     kl = F.kl_div(
         F.log_softmax(student / t, dim=-1),
-        F.log_softmax(teacher.to(student.dtype) / t, dim=-1),
+        F.log_softmax(teacher.float() / t, dim=-1),
         log_target=True,
         reduction="batchmean",
     )

@@ -261,6 +261,12 @@ def test_student_trains_on_a_tiny_teachers_logits(tmp_path, capsys):
         recomputed = teacher.meta["teacher"]["scores"][split]["accuracy"]
         assert recomputed == pytest.approx(metrics[split]["accuracy"])
 
+    # a teacher run dir instead of a file: scored on the fly, the same logits
+    on_the_fly_cfg = TrainConfig(dataset=str(data), teacher_logits=str(teacher_run))
+    on_the_fly, record = resolve_teacher(on_the_fly_cfg, load_dataset(on_the_fly_cfg))
+    assert record["used"] and record["teacher_logits"] == str(teacher_run)
+    np.testing.assert_allclose(on_the_fly.logits["train"], teacher.logits["train"], atol=1e-2)
+
     student_model = build_tiny_model(tmp_path / "bert")
     (tmp_path / "student.yaml").write_text("early_stopping_patience: 20\n")
     student_args = [
