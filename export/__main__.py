@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
                    help="skip SmoothQuant-style activation smoothing before quantizing")  # fmt: skip
     p.add_argument(
         "--smooth-pattern",
-        help=f"regex on node names of the weight MatMuls to smooth (default: {d.smooth_pattern})",
+        help="regex on node names of the weight MatMuls to smooth "
+        "(default: every weight MatMul of the encoder, found in the graph)",
     )
     p.add_argument(
         "--calibration-rows",

@@ -166,6 +166,7 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
         "base_model": run.info["base_model"],
         "data_fingerprint": run.info["data_fingerprint"],
         "data_source": run.info.get("data_source"),
+        "distillation": run.info.get("distillation"),  # the teacher, T and alpha, if distilled
         "labels": run.labels,
         "max_length": run.max_length,
         "quantized": quantized,

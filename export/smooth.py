@@ -33,21 +33,43 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-# Default: every encoder weight MatMul (the search leaves alone those it cannot improve). The head
-# (pooler / classifier, Gemm nodes) never matches.
-DEFAULT_SMOOTH_PATTERN = r"/encoder/layer\.\d+/.*/MatMul$"
 SMOOTH_SUFFIX = "/smooth/Mul"
 DEFAULT_ALPHAS = (0.3, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
-def smoothable_matmuls(model, pattern: str) -> dict[str, list]:
-    """Weight MatMuls whose name matches `pattern`, grouped by their activation input."""
-    weights = {init.name for init in model.graph.initializer}
-    regex = re.compile(pattern)
+def weight_matmuls(model) -> list:
+    """The encoder's weight MatMuls, found from the graph whatever the architecture's node names:
+    MatMul nodes whose second input is a 2-D weight (an initializer), outside the classification
+    head (pooler / classifier, matched by name as in `quantize.head_nodes`). Attention's
+    activation x activation MatMuls hold no weight and are not listed."""
+    from export.quantize import HEAD_NAME_PARTS
+
+    matrices = {init.name for init in model.graph.initializer if len(init.dims) == 2}
+    return [
+        node
+        for node in model.graph.node
+        if node.op_type == "MatMul"
+        and node.input[1] in matrices
+        and not any(part in node.name for part in HEAD_NAME_PARTS)
+    ]
+
+
+def smoothable_matmuls(model, pattern: str | None = None) -> dict[str, list]:
+    """Weight MatMuls grouped by their activation input: those `weight_matmuls` finds, or, with
+    `pattern`, those whose node name matches that regex (an override)."""
+    if pattern is None:
+        nodes = weight_matmuls(model)
+    else:
+        weights = {init.name for init in model.graph.initializer}
+        regex = re.compile(pattern)
+        nodes = [
+            n
+            for n in model.graph.node
+            if n.op_type == "MatMul" and n.input[1] in weights and regex.search(n.name)
+        ]
     groups: dict[str, list] = {}
-    for node in model.graph.node:
-        if node.op_type == "MatMul" and node.input[1] in weights and regex.search(node.name):
-            groups.setdefault(node.input[0], []).append(node)
+    for node in nodes:
+        groups.setdefault(node.input[0], []).append(node)
     return groups
 
 
@@ -133,16 +155,20 @@ def smooth(
     onnx_path: Path,
     out_path: Path,
     feeds: Sequence[dict[str, np.ndarray]],
-    pattern: str = DEFAULT_SMOOTH_PATTERN,
+    pattern: str | None = None,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     min_gain: float = 0.9,
 ) -> dict:
     """Write a smoothed copy of `onnx_path` to `out_path` (same outputs in FP32); return a summary.
 
-    For every group of weight MatMuls matching `pattern` that share an input, the strength
+    For every group of encoder weight MatMuls (`smoothable_matmuls`: found in the graph, or
+    matching the regex `pattern`) that share an input, the strength
     `alpha` is chosen from `alphas` by the simulated INT8 error on the calibration batches `feeds`
     (ONNX input name -> int64 array, e.g. from `calibration_feeds`); a group is smoothed only if
     that error drops below `min_gain` x the error without smoothing.
+
+    A graph with no such MatMul is not smoothed: nothing is written, a warning gives the reason
+    and the summary holds it under "skipped".
     """
     import onnx
     from onnx import numpy_helper
@@ -154,7 +180,13 @@ def smooth(
     model = onnx.load(str(onnx_path))
     groups = smoothable_matmuls(model, pattern)
     if not groups:
-        raise ValueError(f"no weight MatMul matches the smoothing pattern {pattern!r}")
+        reason = (
+            f"no weight MatMul matches the smoothing pattern {pattern!r}"
+            if pattern is not None
+            else "the graph has no weight MatMul outside the classification head"
+        )
+        logger.warning("smoothing skipped: %s", reason)
+        return {"pattern": pattern, "skipped": reason, "matmuls": {}}
     acts = capture_activations(onnx_path, list(groups), feeds)
     inits = {init.name: init for init in model.graph.initializer}
     weight_users: dict[str, int] = {}
@@ -217,7 +249,8 @@ def calibration_texts(rows: Sequence[dict], n: int, seed: int = 0) -> list[str]:
 def smooth_graph(onnx_path: Path, out_dir: Path, tokenizer, texts: Sequence[str], config) -> tuple:
     """Smooth `onnx_path` into `out_dir/model.onnx` as `config` (an ExportConfig) asks.
 
-    Returns (path, summary). The HF config.json next to the graph is copied along, so Optimum's
+    Returns (path, summary): `onnx_path` itself when there was nothing to smooth (the summary
+    says why under "skipped"). The HF config.json next to the graph is copied along, so Optimum's
     ORTQuantizer finds it.
     """
     import shutil
@@ -229,7 +262,7 @@ def smooth_graph(onnx_path: Path, out_dir: Path, tokenizer, texts: Sequence[str]
     path = out_dir / "model.onnx"
     summary = smooth(onnx_path, path, calibration_feeds(tokenizer, texts), config.smooth_pattern)
     summary["calibration_rows"] = len(texts)
-    return path, summary
+    return (onnx_path if "skipped" in summary else path), summary
 
 
 def calibration_feeds(

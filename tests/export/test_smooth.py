@@ -19,6 +19,8 @@ from export.smooth import (
     search_scale,
     smooth,
     smooth_graph,
+    smoothable_matmuls,
+    weight_matmuls,
 )
 
 
@@ -115,7 +117,7 @@ def test_smoothing_lowers_the_int8_error(
     )
 
 
-def test_smooth_graph_follows_the_config(fp32_onnx, run, tokenizer, tmp_path):
+def test_smooth_graph_follows_the_config(fp32_onnx, run, tokenizer, tmp_path, caplog):
     config = ExportConfig(
         smooth_pattern=r"/encoder/layer\.1/output/dense/MatMul$", calibration_rows=16
     )
@@ -124,10 +126,24 @@ def test_smooth_graph_follows_the_config(fp32_onnx, run, tokenizer, tmp_path):
     assert path == tmp_path / "model.onnx" and (tmp_path / "config.json").is_file()
     assert list(summary["matmuls"]) == ["/bert/encoder/layer.1/output/dense/MatMul"]
     assert summary["calibration_rows"] == 16
-    with pytest.raises(ValueError, match="no weight MatMul"):
-        smooth_graph(
-            fp32_onnx, tmp_path / "x", tokenizer, texts, ExportConfig(smooth_pattern="nope")
-        )
+    # a pattern that matches nothing: the graph goes on unsmoothed, and the reason is kept
+    path, summary = smooth_graph(
+        fp32_onnx, tmp_path / "x", tokenizer, texts, ExportConfig(smooth_pattern="nope")
+    )
+    assert path == fp32_onnx and not (tmp_path / "x" / "model.onnx").exists()
+    assert summary["skipped"] == "no weight MatMul matches the smoothing pattern 'nope'"
+    assert "smoothing skipped: no weight MatMul matches" in caplog.text
+
+
+def test_weight_matmuls_are_found_in_the_graph(fp32_onnx):
+    """Without a pattern, the encoder's weight MatMuls come from the graph's structure: the same
+    12 that BERT's node names give, and neither attention's activation MatMuls nor the head."""
+    model = onnx.load(str(fp32_onnx))
+    found = sorted(n.name for n in weight_matmuls(model))
+    by_name = smoothable_matmuls(model, r"/encoder/layer\.\d+/.*/(query|key|value|dense)/MatMul$")
+    assert found == sorted(n.name for nodes in by_name.values() for n in nodes)
+    assert len(found) == 12
+    assert len(smoothable_matmuls(model)) == 8  # q/k/v share their input
 
 
 @pytest.mark.slow
