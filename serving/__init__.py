@@ -9,6 +9,10 @@
 - `metrics`: the model's Prometheus metrics (through `bentoml.metrics`).
 - `middleware`: the ASGI guard in front of the API (limits, auth, request ids, timeouts, logs).
 - `bento`: the BentoML-specific glue (stored-model reference, the batch-wait cap).
+- `drift`: drift statistics (the reference profile a model carries, PSI, the recent-texts
+  window); numpy only, shared with `python -m monitoring report`.
+- `monitor`: the prediction log and the live drift gauges, fed one call per batch, working in
+  a background thread.
 
 Importing this package imports nothing.
 """
