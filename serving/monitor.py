@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import os
 import queue
 import select
@@ -152,6 +153,8 @@ class PredictionMonitor:
         self.gauges = gauges  # serving.metrics.DriftMetrics or None
         self.scores: dict[str, float] = {}
         self.dropped = 0
+        self.failed = 0
+        self._failure_logged = -math.inf
         self._dirty = False
         self._updated = 0.0
         self._queue: queue.Queue = queue.Queue(QUEUE_BATCHES)
@@ -236,8 +239,8 @@ class PredictionMonitor:
                         return
                     continue
                 self._process(*item)
-            except Exception:
-                log.exception("prediction monitor failed on a batch of %d texts", len(item[1]))
+            except Exception:  # noqa: BLE001 - e.g. a full disk: never fail the service; say so
+                self._failed(len(item[1]))
             finally:
                 self._queue.task_done()
 
@@ -293,6 +296,13 @@ class PredictionMonitor:
         """16 hex digits of BLAKE2b of the UTF-8 text (keyed with PREDICTION_LOG_HASH_KEY if
         set): equal texts get equal hashes, the text cannot be read back."""
         return hashlib.blake2b(text.encode(), digest_size=8, key=self.hash_key).hexdigest()
+
+    def _failed(self, texts: int) -> None:
+        self.failed += texts
+        now = time.monotonic()
+        if now - self._failure_logged >= 60.0:
+            self._failure_logged = now
+            log.exception("prediction monitor: %d texts not logged or scored so far", self.failed)
 
     def _quiet(self, force: bool = False) -> None:
         if self.sink is not None:

@@ -214,3 +214,21 @@ def test_cost_command_measures_each_setup(monitored_model, monitored_run_dir, ca
     out = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0].strip() for line in out] == ["log + drift", "log only", "drift only"]
     assert all(float(line.split(":")[1].split()[0]) > 0 for line in out)
+
+
+def test_a_failing_sink_is_reported_once_a_minute_not_once_a_batch(clf, caplog):
+    class FullDisk:
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+        flush = close = lambda self: None
+
+    mon = PredictionMonitor("m:1", clf.labels, clf.unk_id, FullDisk())
+    encodings, predictions = classify(clf, TEXTS)
+    with caplog.at_level(logging.ERROR, logger="serving.monitor"):
+        for _ in range(5):
+            mon.observe(TEXTS, encodings, predictions)
+        assert mon.drain()
+    mon.close()
+    assert mon.failed == 5 * len(TEXTS)
+    assert caplog.text.count("texts not logged or scored") == 1 and "No space left" in caplog.text
