@@ -15,6 +15,7 @@ from serving import metrics, webpage
 from serving.batch import BatchRunner
 from serving.bento import ServerBounds, StoredModel, cap_batch_wait, quiet_client_errors
 from serving.middleware import Guard
+from serving.monitor import PredictionMonitor
 from serving.schema import EXAMPLE_TEXTS, Prediction, text_list_type
 from serving.settings import ServiceSettings
 
@@ -55,6 +56,9 @@ class SentimentClassifier:
             SETTINGS.ort_spinning,
         ).start()
         self.model.metrics = metrics.setup(self.model.labels, SETTINGS.max_batch_size)
+        self.model.monitor = PredictionMonitor.from_settings(
+            SETTINGS, self.bento_model, self.model.classifier
+        )
 
     @bentoml.on_startup
     async def watch_connections(self) -> None:

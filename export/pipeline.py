@@ -19,6 +19,7 @@ from export.quantize import QUANTIZED_OPS, op_counts, quantize
 from export.rundir import load_run_dir
 from export.smooth import calibration_texts, smooth_graph
 from export.store import save_to_store
+from monitoring.profile import run_profile
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +190,9 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
         "base_model": str(run.info["base_model"]),
         "quantized": str(quantized).lower(),
     }
+    profile = run_profile(final.runtime, run, rows["validation"]).to_dict()  # drift reference
     tag = save_to_store(
-        config.model_name, final_path, tokenizer_path, model_config, labels, metadata
+        config.model_name, final_path, tokenizer_path, model_config, labels, metadata, profile
     )
     steps.update()
 

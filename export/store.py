@@ -10,7 +10,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 # The files a stored model holds, besides BentoML's own model.yaml.
-STORED_FILES = ("model.onnx", "tokenizer.json", "model_config.json")
+STORED_FILES = ("model.onnx", "tokenizer.json", "model_config.json", "reference_profile.json")
 
 
 def save_to_store(
@@ -20,6 +20,7 @@ def save_to_store(
     model_config: dict,
     labels: dict[str, str],
     metadata: dict,
+    reference_profile: dict,
 ):
     """Create `name:<new version>` holding exactly `STORED_FILES`; return its `bentoml.Tag`."""
     import bentoml
@@ -29,6 +30,9 @@ def save_to_store(
         shutil.copyfile(onnx_path, model.path_of("model.onnx"))
         shutil.copyfile(tokenizer_path, model.path_of("tokenizer.json"))
         Path(model.path_of("model_config.json")).write_text(json.dumps(model_config, indent=2))
+        Path(model.path_of("reference_profile.json")).write_text(
+            json.dumps(reference_profile, indent=1)
+        )
     logger.info("saved %s into the BentoML model store", model.tag)
     return model.tag
 

@@ -10,6 +10,10 @@
 - `middleware`: the ASGI guard in front of the API (limits, auth, request ids, timeouts, logs).
 - `bento`: the BentoML-specific glue (stored-model reference, the batch-wait cap).
 - `webpage`: the web page at /ui (static files in `ui/`), a client of `POST /classify`.
+- `drift`: drift statistics (the reference profile a model carries, PSI, the recent-texts
+  window); numpy only, shared with `python -m monitoring report`.
+- `monitor`: the prediction log and the live drift gauges, fed one call per batch, working in
+  a background thread.
 
 Importing this package imports nothing.
 """

@@ -38,6 +38,7 @@ class BatchRunner:
         self.pool = InferencePool(model_dir, processes, threads, spinning) if processes else None
         self.parts = max(processes, 1)
         self.metrics: Any = None  # serving.metrics.Metrics, set once the worker has them
+        self.monitor: Any = None  # serving.monitor.PredictionMonitor: prediction log, drift
 
     @property
     def labels(self) -> list[str]:
@@ -74,8 +75,12 @@ class BatchRunner:
                 [p["label"] for p in predictions],
                 seconds,
             )
+        if self.monitor is not None:
+            self.monitor.observe(texts, encodings, predictions)
         return predictions
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
         if self.pool is not None:
             self.pool.close()

@@ -70,6 +70,22 @@ def record_batch(texts: Iterable[str], started: float, seconds: float) -> None:
             info.batch_started = started
 
 
+def request_ids(texts: Sequence[str]) -> list[str | None]:
+    """The request id of each text of a batch (None for a text no request registered)."""
+    ids: list[str | None] = []
+    repeats: dict[int, int] = {}
+    for text in texts:
+        owners = _by_text.get(id(text))
+        if not owners:
+            ids.append(None)
+        elif len(owners) == 1:
+            ids.append(owners[0].request_id)
+        else:  # one string object in several requests (interned): take them in turn
+            k = repeats[id(text)] = repeats.get(id(text), -1) + 1
+            ids.append(owners[k % len(owners)].request_id)
+    return ids
+
+
 def release(info: RequestInfo) -> None:
     """Forget a finished request's texts."""
     for text in info.texts:

@@ -124,3 +124,39 @@ def exposition() -> tuple[bytes, str]:
     else:  # a single process (tests running the ASGI app in-process)
         from prometheus_client import REGISTRY as registry
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class DriftMetrics:
+    """The drift gauges (`serving.monitor`). With WORKERS > 1 each worker scores its own window
+    of recent texts; the exposed score is the largest over the live workers (`livemax`)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge
+
+        self.score = Gauge(
+            "sentiment_drift_score",
+            "PSI of a feature over the last DRIFT_WINDOW texts against the model's reference "
+            "profile (0.1: moderate shift, 0.25: drift); the largest over live workers",
+            ["feature"],
+            multiprocess_mode="livemax",
+        )
+        self.window = Gauge(
+            "sentiment_drift_window_texts",
+            "Texts in the drift windows of the live workers",
+            multiprocess_mode="livesum",
+        )
+        self.dropped = Counter(
+            "sentiment_prediction_log_dropped",
+            "Texts left out of the prediction log and drift window (the writer fell behind)",
+        )
+
+
+_drift: DriftMetrics | None = None
+
+
+def drift_setup() -> DriftMetrics:
+    """Create this process's drift collectors (once, in the worker)."""
+    global _drift
+    if _drift is None:
+        _drift = DriftMetrics()
+    return _drift

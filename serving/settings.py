@@ -8,11 +8,12 @@ on/off); a bad value stops start-up with an error that names its variable.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.inference import available_cpus
@@ -97,6 +98,37 @@ class ServiceSettings(BaseSettings):
     access_log: bool = False
     """ACCESS_LOG: one log line per request (costs throughput, reports/tuning.md)."""
 
+    # --- prediction log and drift (serving.monitor) -------------------------------------------
+    prediction_log: Literal["auto", "file", "stdout", "off"] = "auto"
+    """PREDICTION_LOG: one JSON record per classified text to `file` (PREDICTION_LOG_DIR),
+    `stdout` (for Cloud Logging) or `off`; `auto` (or on): stdout in a container, else file."""
+    prediction_log_dir: Path | None = None
+    """PREDICTION_LOG_DIR: where the log files go; default: $BENTOML_HOME/predictions."""
+    prediction_log_text: bool = False
+    """PREDICTION_LOG_TEXT: also log each text itself (by default only a hash of it)."""
+    prediction_log_hash_key: str | None = Field(None, repr=False, min_length=8, max_length=64)
+    """PREDICTION_LOG_HASH_KEY: a secret of 8-64 ASCII characters that keys the text hash
+    (BLAKE2b), so that nobody without it can find short texts by hashing guesses."""
+    prediction_log_max_mb: float = Field(50.0, gt=0)
+    """PREDICTION_LOG_MAX_MB: size of a log file before it is rotated (gzipped)."""
+    prediction_log_backups: int = Field(10, ge=0)
+    """PREDICTION_LOG_BACKUPS: rotated files kept per worker (older ones are deleted)."""
+    drift_window: int = Field(1000, ge=0)
+    """DRIFT_WINDOW: recent texts per worker scored against the reference profile; 0: off."""
+    drift_min_texts: int = Field(200, ge=1)
+    """DRIFT_MIN_TEXTS: texts in the window before the drift gauges are exported."""
+    bentoml_containerized: bool = False
+    """BENTOML_CONTAINERIZED: set to true by BentoML's Dockerfile (chooses PREDICTION_LOG)."""
+
+    @field_validator("prediction_log", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return {"on": "auto", "true": "auto", "1": "auto", "yes": "auto",
+                    "false": "off", "0": "off", "no": "off"}.get(value, value)  # fmt: skip
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
         if self.api_key is not None and self.api_key_file is not None:
@@ -145,6 +177,22 @@ class ServiceSettings(BaseSettings):
         if self.ort_threads:
             return self.ort_threads
         return 1 if self.processes else max(1, available_cpus() // self.workers)
+
+    @property
+    def prediction_log_sink(self) -> str | None:
+        """Where prediction records go: "file", "stdout" or None (off)."""
+        if self.prediction_log == "off":
+            return None
+        if self.prediction_log == "auto":
+            return "stdout" if self.bentoml_containerized else "file"
+        return self.prediction_log
+
+    @property
+    def prediction_log_path(self) -> Path:
+        """PREDICTION_LOG_DIR, or $BENTOML_HOME/predictions (~/bentoml/predictions)."""
+        if self.prediction_log_dir is not None:
+            return self.prediction_log_dir
+        return Path(os.environ.get("BENTOML_HOME", "~/bentoml")).expanduser() / "predictions"
 
     def resolved_api_key(self) -> str | None:
         """The API key (from API_KEY or the file API_KEY_FILE names), or None: open."""
