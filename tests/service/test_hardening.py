@@ -439,9 +439,12 @@ def test_sigterm_under_load_drains_accepted_requests_and_exits_in_time(tiny_bent
             t.join(timeout=30)
         server.stop()
     assert ready != 200
-    in_progress = [r for r in results if r[0] < signalled - 0.05 and r[1] > signalled]
+    in_progress = [r for r in results if r[0] < signalled < r[1]]
+    lost = [r for r in in_progress if r[2] != 200 and not (
+        isinstance(r[2], str) and r[0] > signalled - 0.05  # bytes still in flight: retried
+    )]  # fmt: skip
     statuses = [r[2] for r in results if isinstance(r[2], int)]
     assert sum(1 for s in statuses if s == 200) > 50
     assert all(s == 200 for s in statuses), sorted(set(statuses))  # never a 5xx
-    assert in_progress and all(r[2] == 200 for r in in_progress), in_progress[:5]
+    assert len(in_progress) >= 8 and not lost, (len(in_progress), lost[:5])
     assert code == 0 and exited_in < 10, (code, exited_in)
