@@ -221,6 +221,7 @@ class OutputLock:
     def acquire(self) -> Self:
         import fcntl
 
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # the output's folder, too
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
