@@ -269,6 +269,7 @@ class ModelActor:
         all_scores: bool,
         max_chars: int | None,
     ) -> None:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per actor: no thread pool
         files = ray.get(model[0])
         tmp = tempfile.mkdtemp(prefix="sentiment-model-")
         try:
@@ -353,8 +354,9 @@ class OutputFile:
         self._stream.close()
         if self.local:
             replace_durably(Path(self.tmp), Path(self.path))
-        else:
-            self.fs.move(self.tmp, self.path)
+        else:  # object stores cannot rename: a server-side copy appears whole, then clean up
+            self.fs.copy_file(self.tmp, self.path)
+            self.fs.delete_file(self.tmp)
 
     def discard(self) -> None:
         for closing in (self._parquet, self._stream):  # best effort: the temp file goes anyway

@@ -100,6 +100,24 @@ def test_same_answers_as_the_http_engine(
     assert not ray_out.with_name(ray_out.name + ".tmp").exists()
 
 
+def test_uris_in_and_out(local_ray, tiny_bento_model, tmp_path):
+    """Input, output and model as URIs (file:// here; s3:// and gs:// take the same pyarrow
+    path)."""
+    import bentoml
+
+    model = f"file://{bentoml.models.get(str(tiny_bento_model)).path}"
+    src = tmp_path / "in"
+    src.mkdir()
+    write(make_frame(30), src / "a.parquet")
+    write(make_frame(30).assign(id=range(30, 60)), src / "b.parquet")
+    out = f"file://{tmp_path}/out/scored.csv"
+    summary = score_file(ray_config(f"file://{src}/*.parquet", out, model))
+    got = read(tmp_path / "out" / "scored.csv")
+    assert got["id"].tolist() == list(range(60)) and summary.rows == 60
+    assert got["label"].notna().all() and summary.extra["model"] == model
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scored.csv"]
+
+
 def test_failed_job_leaves_no_output_then_rerun_is_exact(local_ray, tiny_bento_model, tmp_path):
     """A file that breaks mid-job fails the job with its name; nothing appears under the
     output's name; once it is fixed, the rerun writes every row exactly once."""

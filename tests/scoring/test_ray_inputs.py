@@ -119,3 +119,30 @@ def test_what_a_ray_worker_imports():
     unwanted = {"bentoml", "_bentoml_impl", "httpx", "torch", "transformers", "serving.bento",
                 "serving.middleware", "serving.pool", "serving.metrics", "scoring.client"}  # fmt: skip
     assert not loaded & unwanted
+
+
+def test_the_kuberay_manifest_matches_the_cli_and_the_pins():
+    """The RayJob's entrypoint is a valid command of this CLI and its pip pins are ours."""
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    from scoring.__main__ import parse_args
+
+    root = Path(__file__).resolve().parents[2]
+    job = yaml.safe_load((root / "scoring" / "deploy" / "rayjob.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:3] == ["python", "-m", "scoring"]
+    cfg = parse_args(argv[3:])
+    assert (cfg.engine, cfg.actors) == ("ray", 16)
+    workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    cpus = int(workers["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+    assert workers["replicas"] * cpus == cfg.actors, "one actor per worker CPU"
+    pins = dict(line.split("==") for line in (root / "constraints.txt").read_text().split())
+    lower = {k.lower(): v for k, v in pins.items()}
+    for req in yaml.safe_load(job["spec"]["runtimeEnvYAML"])["pip"]:
+        name, version = req.split("==")
+        assert lower[name.lower()] == version, req
+    assert lower["ray"] == job["spec"]["rayClusterSpec"]["rayVersion"]
