@@ -20,7 +20,7 @@ def test_break_even():
 def test_compare_smoke(tiny_trained_run_dir, tiny_bento_model, tmp_path):
     report = main([
         "--data", str(tiny_trained_run_dir / "data" / "*.jsonl"), "--model-tag",
-        str(tiny_bento_model), "--actors", "1", "--batch-sizes", "32", "--tiny", "8",
+        str(tiny_bento_model), "--actors", "1", "--batch-sizes", "32", "--tiny", "8", "--repeat", "1",
         "--out", str(tmp_path),
     ])  # fmt: skip
     n = report["rows"]
