@@ -242,8 +242,8 @@ def load_model_files(spec: str | None) -> ModelFiles:
     with tempfile.TemporaryDirectory(prefix="sentiment-model-") as tmp:
         for f, data in files.items():
             Path(tmp, f).write_bytes(data)
-        try:  # tokenizer and label map only: the ONNX session is the actors' to load
-            labels = Classifier.from_dir(tmp, threads=None).labels
+        try:  # every file, the ONNX graph included: a broken model fails here, not in actors
+            labels = Classifier.from_dir(tmp, threads=1).labels
         except (OSError, ValueError) as e:
             raise ScoringError(f"model {name} does not load: {e}") from e
     return ModelFiles(files, name, labels)
@@ -437,7 +437,15 @@ def score_with_ray(cfg: ScoringConfig) -> Summary:
             lock.release()
 
 
-def _run(cfg, inputs, columns, keep, names, model, out: OutputFile) -> Summary:
+def _run(
+    cfg: ScoringConfig,
+    inputs: Inputs,
+    columns: list[str],
+    keep: list[str],
+    names: dict[str, str],
+    model: ModelFiles,
+    out: OutputFile,
+) -> Summary:
     start = time.perf_counter()
     started = init_ray(cfg)
     startup = time.perf_counter() - start

@@ -95,6 +95,10 @@ def test_model_from_a_directory_is_checked(tmp_path, tiny_bento_model):
     for name, data in model.files.items():
         (copy / name).write_bytes(data)
     assert load_model_files(str(copy)).files == model.files
+    (copy / "model.onnx").write_bytes(model.files["model.onnx"][:1000])  # truncated graph
+    with pytest.raises(ScoringError, match=r"does not load: .*model.onnx"):
+        load_model_files(str(copy))
+    (copy / "model.onnx").write_bytes(model.files["model.onnx"])
     (copy / "model_config.json").write_text("{}")
     with pytest.raises(ScoringError, match=r"does not load: .*model_config.json"):
         load_model_files(str(copy))
