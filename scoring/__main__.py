@@ -1,33 +1,61 @@
-"""CLI: `python -m scoring INPUT --text-column COL --output OUTPUT --url URL`."""
+"""CLI: `python -m scoring INPUT --text-column COL --output OUTPUT [--engine http|ray] ...`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from common.cli import config_from_args
-from scoring.config import FORMATS, ScoringConfig, ScoringError
+from common.cli import config_from_args, given
+from scoring.config import (
+    API_KEY_ENV,
+    ENGINES,
+    FORMATS,
+    HTTP_BATCH_SIZE,
+    RAY_BATCH_SIZE,
+    ScoringConfig,
+    ScoringError,
+)
+
+HTTP_ONLY = ("url", "api_key", "concurrency", "chunk_size", "timeout", "retries", "backoff")
+RAY_ONLY = ("model", "actors", "address", "max_text_chars")
 
 
 def parse_args(argv: list[str] | None = None) -> ScoringConfig:
     d = ScoringConfig.__dataclass_fields__
     p = argparse.ArgumentParser(
         prog="python -m scoring",
-        description="Score a CSV / JSONL / Parquet file against a running POST /classify. "
-        "Rerun the same command after an interruption to resume.",
+        description="Score a CSV / JSONL / Parquet file: through a running POST /classify "
+        "(--engine http, the default; rerun the same command after an interruption to resume) "
+        "or with the model itself on Ray Data actors (--engine ray: a file, directory, glob or "
+        "URI, locally or on a Ray cluster). Both write the same columns.",
     )
-    p.add_argument("input", help="input file (.csv, .jsonl, .parquet; .csv.gz / .jsonl.gz too)")
+    p.add_argument("input", help="input file (.csv, .jsonl, .parquet; .csv.gz / .jsonl.gz "
+                   "too); with --engine ray also a directory, a glob or a URI (s3://, gs://)")  # fmt: skip
     p.add_argument("--text-column", required=True, help="column holding the texts")
-    p.add_argument("--output", "-o", required=True, help="output file (.csv, .jsonl, .parquet)")
-    p.add_argument("--url", help=f"service base URL (default: {d['url'].default})")
+    p.add_argument("--output", "-o", required=True,
+                   help="output file (.csv, .jsonl, .parquet); with --engine ray also a URI")  # fmt: skip
+    p.add_argument("--engine", choices=ENGINES, help="http: a running service (default); "
+                   "ray: Ray Data actors running the model, no HTTP")  # fmt: skip
     p.add_argument("--input-format", choices=FORMATS, help="override the input extension")
     p.add_argument("--output-format", choices=FORMATS, help="override the output extension")
     p.add_argument("--id-column", help="keep only this input column (plus the predictions)")
     p.add_argument("--all-scores", action="store_true", default=None,
                    help="add a score_<label> per label")  # fmt: skip
     p.add_argument("--prefix", help="prefix of the added columns, e.g. pred_")
+    p.add_argument("--batch-size", type=int, help="texts per request (http, default: "
+                   f"{HTTP_BATCH_SIZE}) or rows per actor call (ray, default: {RAY_BATCH_SIZE})")  # fmt: skip
+    p.add_argument("--limit", type=int, help="score only the first N rows")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="discard previous output, start over")  # fmt: skip
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar")  # fmt: skip
+
+    http = p.add_argument_group("HTTP engine")
+    http.add_argument("--url", help=f"service base URL (default: {d['url'].default})")
+    http.add_argument("--api-key", help=f"the service's API key, sent as Authorization: Bearer "
+                      f"(better: the {API_KEY_ENV} environment variable, kept out of shell "
+                      "history and `ps`)")  # fmt: skip
     for name, kind, text in [
-        ("batch-size", int, "texts per request"),
         ("concurrency", int, "requests in flight"),
         ("chunk-size", int, "rows per committed output chunk / checkpoint"),
         ("timeout", float, "seconds per request"),
@@ -35,26 +63,45 @@ def parse_args(argv: list[str] | None = None) -> ScoringConfig:
         ("backoff", float, "first retry delay in seconds, doubled each retry"),
     ]:
         default = d[name.replace("-", "_")].default
-        p.add_argument(f"--{name}", type=kind, help=f"{text} (default: {default})")
-    p.add_argument("--limit", type=int, help="score only the first N rows")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="discard previous output, start over")  # fmt: skip
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                   help="no progress bar")  # fmt: skip
+        http.add_argument(f"--{name}", type=kind, help=f"{text} (default: {default})")
+
+    ray = p.add_argument_group("Ray engine")
+    ray.add_argument("--model", help="stored-model tag, a directory holding model.onnx, "
+                     "tokenizer.json and model_config.json, or its URI (default: $MODEL_TAG, "
+                     "else sentiment-classifier:latest, as the service)")  # fmt: skip
+    ray.add_argument("--actors", type=int,
+                     help="model actors, one CPU each (default: one per CPU of the cluster)")  # fmt: skip
+    ray.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a "
+                     "local Ray on this machine)")  # fmt: skip
+    ray.add_argument("--max-text-chars", type=int, help="longer texts get an error, like the "
+                     f"service's MAX_TEXT_CHARS (default: {d['max_text_chars'].default})")  # fmt: skip
     a = p.parse_args(argv)
+    engine = a.engine or d["engine"].default
+    other = RAY_ONLY if engine == "http" else HTTP_ONLY
+    wrong = [f"--{k.replace('_', '-')}" for k in given(a, other)]
+    if wrong:
+        p.error(
+            f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not for --engine {engine}"
+        )
     return config_from_args(ScoringConfig, a)
 
 
 def main(argv: list[str] | None = None) -> int:
     from scoring.score import score_file
 
+    cfg = None
     try:
-        summary = score_file(parse_args(argv))
+        cfg = parse_args(argv)
+        summary = score_file(cfg)
     except ScoringError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        if cfg is not None and cfg.engine == "ray":
+            print(f"interrupted: nothing was written to {cfg.output}; rerun the same command "
+                  "to score the input from the start", file=sys.stderr)  # fmt: skip
+        else:
+            print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
     print(summary)
     return 0

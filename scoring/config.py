@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
 FORMATS = ("csv", "jsonl", "parquet")
+ENGINES = ("http", "ray")
+API_KEY_ENV = "SENTIMENT_API_KEY"  # the key from the environment: out of shell history and `ps`
+HTTP_BATCH_SIZE = 64  # texts per request: the service's MAX_ITEMS
+RAY_BATCH_SIZE = 1024  # rows per actor call (measured: python -m scoring.compare)
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _EXTENSIONS = {
     ".csv": "csv",
     ".jsonl": "jsonl",
@@ -19,12 +26,23 @@ class ScoringError(Exception):
     """A problem the user can fix (bad input, bad options, unreachable service)."""
 
 
-def detect_format(path: Path, override: str | None = None, *, output: bool = False) -> str:
+def is_uri(value: str | Path) -> bool:
+    """`s3://...`, `gs://...`, `file://...`: read through pyarrow's filesystems."""
+    return isinstance(value, str) and bool(_URI.match(value))
+
+
+def path_part(value: str | Path) -> PurePosixPath | Path:
+    """The path of a local path or a URI (for its extension and name)."""
+    return PurePosixPath(urlparse(value).path) if is_uri(value) else Path(value)
+
+
+def detect_format(path: str | Path, override: str | None = None, *, output: bool = False) -> str:
     """Format from `override` or the file extension (`.gz` allowed on inputs for csv/jsonl)."""
     if override is not None:
         if override not in FORMATS:
             raise ScoringError(f"unknown format {override!r}: choose one of {', '.join(FORMATS)}")
         return override
+    path = path_part(path)
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         if output:
@@ -42,34 +60,50 @@ def detect_format(path: Path, override: str | None = None, *, output: bool = Fal
 
 @dataclass
 class ScoringConfig:
-    """Options of one scoring run. Defaults were chosen by measurement (see scoring/bench.py)."""
+    """Options of one scoring run, for either engine. Defaults were chosen by measurement
+    (scoring/bench.py for the HTTP engine, scoring/compare.py for the Ray engine)."""
 
-    input: Path
-    output: Path
+    input: str | Path  # HTTP engine: a local file; Ray engine: a file, directory, glob or URI
+    output: str | Path  # HTTP engine: a local file; Ray engine: a local file or a URI
     text_column: str
-    url: str = "http://127.0.0.1:3000"
+    engine: str = "http"  # "http": a running service; "ray": Ray Data actors, no HTTP
     input_format: str | None = None  # None: from the extension
     output_format: str | None = None
     id_column: str | None = None  # keep only this input column (plus predictions)
     all_scores: bool = False  # add one `score_<label>` column per label
     prefix: str = ""  # prefix of the added columns (e.g. "pred_" if the input has a `label`)
-    batch_size: int = 64  # texts per request (the service accepts up to MAX_ITEMS=64)
+    batch_size: int | None = None  # texts per request (64) / rows per actor call (1024)
+    limit: int | None = None  # score only the first N rows
+    overwrite: bool = False  # discard an existing output / checkpoint and start over
+    progress: bool = True  # progress bar on stderr
+    # --- HTTP engine ---
+    url: str = "http://127.0.0.1:3000"
+    api_key: str | None = field(default=None, repr=False)  # None: $SENTIMENT_API_KEY
     concurrency: int = 4  # requests in flight
     chunk_size: int = 2000  # rows per committed output chunk (and checkpoint)
     timeout: float = 60.0  # seconds per request
     retries: int = 5  # per request, on connection errors and 5xx, exponential backoff
     backoff: float = 0.5  # first retry delay in seconds (doubles each time, capped at 30 s)
-    limit: int | None = None  # score only the first N rows
-    overwrite: bool = False  # discard an existing output / checkpoint and start over
-    progress: bool = True  # tqdm progress bar on stderr
+    # --- Ray engine ---
+    model: str | None = None  # stored-model tag, model directory or URI; None: the service's
+    actors: int | None = None  # model actors (one CPU each); None: one per CPU of the cluster
+    address: str | None = None  # Ray cluster; None: $RAY_ADDRESS, else a local Ray
+    max_text_chars: int = 2000  # longer texts get an error, as the service's MAX_TEXT_CHARS
 
     def __post_init__(self) -> None:
-        self.input = Path(self.input)
-        self.output = Path(self.output)
+        if self.engine not in ENGINES:
+            raise ScoringError(
+                f"unknown engine {self.engine!r}: choose one of {', '.join(ENGINES)}"
+            )
+        self.input = self.input if is_uri(self.input) else Path(self.input)
+        self.output = self.output if is_uri(self.output) else Path(self.output)
+        if self.batch_size is None:
+            self.batch_size = RAY_BATCH_SIZE if self.engine == "ray" else HTTP_BATCH_SIZE
         self.url = self.url.rstrip("/")
-        for name in ("batch_size", "concurrency", "chunk_size"):
-            if getattr(self, name) < 1:
-                raise ScoringError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("batch_size", "concurrency", "chunk_size", "actors", "max_text_chars"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ScoringError(f"{name} must be >= 1, got {value}")
         if self.retries < 0:
             raise ScoringError(f"retries must be >= 0, got {self.retries}")
         if self.timeout <= 0:
@@ -78,7 +112,12 @@ class ScoringConfig:
             raise ScoringError(f"limit must be >= 0, got {self.limit}")
         if not self.url.startswith(("http://", "https://")):
             raise ScoringError(f"url must start with http:// or https://, got {self.url!r}")
-        if self.input.resolve() == self.output.resolve():
+        same = (
+            self.input == self.output
+            if is_uri(self.input) or is_uri(self.output)
+            else self.input.resolve() == self.output.resolve()
+        )
+        if same:
             raise ScoringError(f"output {self.output} must differ from the input")
 
     @property

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Self
 
 import pandas as pd
 import pyarrow as pa
@@ -26,6 +27,40 @@ FINGERPRINT_BYTES = 1 << 20
 
 
 # ----------------------------------------------------------------------------- reading
+# How CSV and JSONL text becomes rows, for both engines (the Ray engine's read tasks call these
+# on their file streams): the text column verbatim ("NA" and "" are texts, not missing values),
+# JSON values as they are (no dtype or date guessing).
+def csv_columns(source) -> list[str]:
+    return [str(c) for c in pd.read_csv(source, nrows=0).columns]
+
+
+def csv_frames(
+    source, chunk_size: int, text_column: str, columns: list[str]
+) -> Iterator[pd.DataFrame]:
+    na = {c: sorted(STR_NA_VALUES) for c in columns if c != text_column}
+    yield from pd.read_csv(
+        source,
+        chunksize=chunk_size,
+        dtype={text_column: str},
+        keep_default_na=False,
+        na_values=na,
+    )
+
+
+def jsonl_frames(source, chunk_size: int) -> Iterator[pd.DataFrame]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas 3 deprecates convert_dates; keep data as is
+        yield from pd.read_json(
+            source,
+            lines=True,
+            chunksize=chunk_size,
+            dtype=False,
+            convert_dates=False,
+            keep_default_dates=False,
+            encoding="utf-8",
+        )
+
+
 class ChunkReader:
     """Reads `path` in DataFrames of `chunk_size` rows; `columns` is known before any chunk."""
 
@@ -45,7 +80,7 @@ class ChunkReader:
             self.arrow_schema = pq.ParquetFile(self.path).schema_arrow
             return list(self.arrow_schema.names)
         if self.fmt == "csv":
-            return [str(c) for c in pd.read_csv(self.path, nrows=0).columns]
+            return csv_columns(self.path)
         first = next(iter(self._jsonl_chunks(1000)), None)
         if first is None:
             raise ScoringError(f"{self.path} has no JSON lines")
@@ -66,17 +101,7 @@ class ChunkReader:
         return max(lines - (self.fmt == "csv"), 0)
 
     def _jsonl_chunks(self, chunk_size: int) -> Iterator[pd.DataFrame]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pandas 3 deprecates convert_dates; keep data as is
-            yield from pd.read_json(
-                self.path,
-                lines=True,
-                chunksize=chunk_size,
-                dtype=False,
-                convert_dates=False,
-                keep_default_dates=False,
-                encoding="utf-8",
-            )
+        yield from jsonl_frames(self.path, chunk_size)
 
     def _raw_chunks(self, chunk_size: int, skip: int) -> Iterator[pd.DataFrame]:
         if self.fmt == "parquet":
@@ -93,14 +118,7 @@ class ChunkReader:
             for batch in pf.iter_batches(batch_size=chunk_size, row_groups=groups):
                 yield batch.to_pandas()
         elif self.fmt == "csv":
-            na = {c: sorted(STR_NA_VALUES) for c in self.columns if c != self.text_column}
-            yield from pd.read_csv(
-                self.path,
-                chunksize=chunk_size,
-                dtype={self.text_column: str},
-                keep_default_na=False,
-                na_values=na,
-            )
+            yield from csv_frames(self.path, chunk_size, self.text_column, self.columns)
         else:
             yield from self._jsonl_chunks(chunk_size)
 
@@ -173,6 +191,73 @@ def fingerprint(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": size, "sha256_head_tail": h.hexdigest()}
 
 
+# ----------------------------------------------------------------------------- durability
+def fsync_dir(path: Path) -> None:
+    """Make a rename (or a create / unlink) in directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(src: Path, dst: Path) -> None:
+    """`os.replace` whose result survives a crash: the file's data first, then the directory."""
+    with open(src, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(src, dst)
+    fsync_dir(dst.parent)
+
+
+class OutputLock:
+    """An exclusive lock on `<output>.lock` for the length of a run (flock: released by the
+    kernel when the process dies, so a crash never leaves a stale lock). Two runs writing one
+    output would interleave their rows; the second one is refused at once."""
+
+    def __init__(self, output: Path) -> None:
+        self.path = output.with_name(output.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> Self:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # the output's folder, too
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = self.path.read_text().strip() or "?"
+                raise ScoringError(
+                    f"another run (pid {holder}) is writing {self.path.name[:-5]}: wait for it "
+                    f"to finish or stop it ({self.path} is its lock)"
+                ) from None
+            try:  # the previous holder may have removed the file we opened: lock the new one
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # while still holding it: see `acquire`
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 # ----------------------------------------------------------------------------- checkpoint
 @dataclass
 class Checkpoint:
@@ -194,9 +279,7 @@ class Checkpoint:
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("w", encoding="utf-8") as f:
             json.dump(asdict(self), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
@@ -217,6 +300,23 @@ def prediction_fields(names: dict[str, str], labels: list[str], all_scores: bool
     return [*fields, pa.field(names["error"], pa.string())]
 
 
+def encode_rows(df: pd.DataFrame, fmt: str, header: bool) -> bytes:
+    """CSV (with a header line when `header`) or JSON lines, UTF-8."""
+    if fmt == "csv":
+        text = df.to_csv(index=False, header=header, lineterminator="\n")
+    else:
+        text = df.to_json(
+            orient="records",
+            lines=True,
+            force_ascii=False,
+            date_format="iso",
+            double_precision=15,
+        )
+        if text and not text.endswith("\n"):
+            text += "\n"
+    return text.encode("utf-8")
+
+
 class TextWriter:
     """CSV / JSONL: append to `<output>.partial`, truncated to the checkpoint on resume."""
 
@@ -227,25 +327,22 @@ class TextWriter:
         self._file = None
 
     def open(self, committed_bytes: int) -> None:
-        mode = "r+b" if self.partial.exists() else "w+b"
-        self._file = self.partial.open(mode)
+        size = self.partial.stat().st_size if self.partial.exists() else 0
+        if size < committed_bytes:  # padding it would put zeros where committed rows were
+            raise ScoringError(
+                f"cannot resume: {self.partial} holds {size} bytes but the checkpoint says "
+                f"{committed_bytes} were committed (was it truncated or replaced?); pass "
+                "--overwrite to start over"
+            )
+        if not self.partial.exists():
+            self.partial.touch()
+            fsync_dir(self.partial.parent)
+        self._file = self.partial.open("r+b")
         self._file.truncate(committed_bytes)  # drop a tail written after the last checkpoint
         self._file.seek(committed_bytes)
 
     def write(self, df: pd.DataFrame, ckpt: Checkpoint) -> None:
-        if self.fmt == "csv":
-            text = df.to_csv(index=False, header=ckpt.output_bytes == 0, lineterminator="\n")
-        else:
-            text = df.to_json(
-                orient="records",
-                lines=True,
-                force_ascii=False,
-                date_format="iso",
-                double_precision=15,
-            )
-            if text and not text.endswith("\n"):
-                text += "\n"
-        data = text.encode("utf-8")
+        data = encode_rows(df, self.fmt, header=ckpt.output_bytes == 0)
         self._file.write(data)
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -260,7 +357,7 @@ class TextWriter:
         self.close()
         if not self.partial.exists():  # nothing to score at all: still write a valid file
             self.partial.write_bytes(b"")
-        os.replace(self.partial, self.output)
+        replace_durably(self.partial, self.output)
 
     def discard(self) -> None:
         self.close()
@@ -282,7 +379,16 @@ class ParquetWriter:
         return self.parts_dir / f"part-{i:06d}.parquet"
 
     def open(self, committed_parts: int) -> None:
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        missing = [p.name for p in map(self._part, range(committed_parts)) if not p.is_file()]
+        if missing:
+            raise ScoringError(
+                f"cannot resume: the checkpoint counts {committed_parts} committed part files "
+                f"but {len(missing)} are missing from {self.parts_dir} (first: {missing[0]}); "
+                "pass --overwrite to start over"
+            )
+        if not self.parts_dir.exists():
+            self.parts_dir.mkdir(parents=True)
+            fsync_dir(self.parts_dir.parent)
         for p in self.parts_dir.iterdir():  # parts (or temp files) past the checkpoint
             if (
                 not (p.name.startswith("part-") and p.suffix == ".parquet")
@@ -303,9 +409,7 @@ class ParquetWriter:
         path = self._part(ckpt.parts)
         tmp = path.with_name(path.name + ".tmp")
         pq.write_table(table, tmp)
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
         ckpt.parts += 1
 
     def close(self) -> None:
@@ -325,7 +429,7 @@ class ParquetWriter:
                     pending = pending.slice(full)
             if pending.num_rows:
                 writer.write_table(pending, self.row_group_rows)
-        os.replace(tmp, self.output)
+        replace_durably(tmp, self.output)
         shutil.rmtree(self.parts_dir)
 
     def discard(self) -> None:

@@ -2,117 +2,36 @@
 
 from __future__ import annotations
 
-import math
+import os
 import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from scoring.client import Classifier, RowResult
-from scoring.config import ScoringConfig, ScoringError
+from scoring.client import Classifier
+from scoring.config import API_KEY_ENV, ScoringConfig, ScoringError, is_uri
 from scoring.io import (
     Checkpoint,
     ChunkReader,
+    OutputLock,
     ParquetWriter,
     TextWriter,
     arrow_schema,
     fingerprint,
     prediction_fields,
 )
-
-MISSING = "missing text"
-NOT_STRING = "text is not a string"
-EMPTY = "empty text"
-
-
-@dataclass
-class Summary:
-    """What a run did (cumulative over resumed runs, except `seconds` and `rows_this_run`)."""
-
-    output: Path
-    rows: int
-    rows_this_run: int
-    seconds: float
-    label_counts: dict[str, int]
-    skipped: dict[str, int]
-    resumed_from: int = 0
-    requests: int = 0
-    retries: int = 0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows_this_run / self.seconds if self.seconds > 0 else math.nan
-
-    def __str__(self) -> str:
-        labels = ", ".join(f"{k}={v}" for k, v in sorted(self.label_counts.items())) or "none"
-        skipped = sum(self.skipped.values())
-        reasons = "; ".join(f"{v} {k}" for k, v in sorted(self.skipped.items()))
-        lines = [
-            f"scored {self.rows} rows -> {self.output}"
-            + (f" (resumed at row {self.resumed_from})" if self.resumed_from else ""),
-            (
-                f"this run: {self.rows_this_run} rows in {self.seconds:.1f} s "
-                f"({self.rows_per_s:.1f} rows/s), {self.requests} requests, "
-                f"{self.retries} retries"
-            ),
-            f"labels: {labels}",
-            f"rows skipped (label empty, see the error column): {skipped}"
-            + (f" ({reasons})" if skipped else ""),
-        ]
-        return "\n".join(lines)
+from scoring.rows import RowResult, assemble, column_names, row_error, skip_reason
+from scoring.summary import Summary
 
 
 def state_path(output: Path) -> Path:
     """The checkpoint that lives next to an unfinished output."""
     return output.with_name(output.name + ".checkpoint.json")
-
-
-def _column_names(prefix: str, labels: list[str], all_scores: bool) -> dict[str, str]:
-    keys = ["label", "score", *([f"score_{lab}" for lab in labels] if all_scores else []), "error"]
-    return {k: prefix + k for k in keys}
-
-
-def _validate_text(value: object) -> str | None:
-    """A local reason to skip the row, or None when it can be sent."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return MISSING
-    if not isinstance(value, str):
-        return f"{NOT_STRING} ({type(value).__name__})"
-    if not value.strip():
-        return EMPTY
-    return None
-
-
-def _assemble(
-    df: pd.DataFrame,
-    keep: list[str],
-    names: dict,
-    labels: list[str],
-    all_scores: bool,
-    results: list[RowResult],
-) -> pd.DataFrame:
-    out = df[keep].copy()
-    out[names["label"]] = pd.array(
-        [r.prediction["label"] if r.prediction else None for r in results], dtype="object"
-    )
-    out[names["score"]] = [
-        float(r.prediction["score"]) if r.prediction else math.nan for r in results
-    ]
-    if all_scores:
-        for lab in labels:
-            out[names[f"score_{lab}"]] = [
-                float(r.prediction["scores"].get(lab, math.nan)) if r.prediction else math.nan
-                for r in results
-            ]
-    out[names["error"]] = pd.array([r.error for r in results], dtype="object")
-    return out
 
 
 def _prepare_output(cfg: ScoringConfig, ckpt_path: Path) -> None:
@@ -164,9 +83,21 @@ def _check_resumable(
 def score_file(
     cfg: ScoringConfig, on_commit: Callable[[Checkpoint], None] | None = None
 ) -> Summary:
-    """Score `cfg.input` into `cfg.output`, resuming from the checkpoint when there is one.
+    """Score `cfg.input` into `cfg.output` with `cfg.engine`.
 
-    `on_commit` is called after each chunk is durably written and checkpointed."""
+    HTTP engine: through the service at `cfg.url`, resuming from the checkpoint when there is
+    one; `on_commit` is called after each chunk is durably written and checkpointed. Ray
+    engine: `scoring.ray_engine.score_with_ray`."""
+    if cfg.engine == "ray":
+        from scoring.ray_engine import score_with_ray
+
+        return score_with_ray(cfg)
+    for role, value in (("input", cfg.input), ("output", cfg.output)):
+        if is_uri(value):
+            raise ScoringError(
+                f"the HTTP engine reads and writes local files; {role} {value} is a URI "
+                "(use --engine ray for URIs, directories and globs)"
+            )
     in_fmt, out_fmt = cfg.in_format, cfg.out_format
     reader = ChunkReader(cfg.input, in_fmt, cfg.text_column)
     available = ", ".join(map(repr, reader.columns))
@@ -175,6 +106,17 @@ def score_file(
             raise ScoringError(
                 f"{role} column {col!r} not found in {cfg.input}; available columns: {available}"
             )
+    with OutputLock(cfg.output):  # before anything is cleaned up or written
+        return _score_http(cfg, reader, in_fmt, out_fmt, on_commit)
+
+
+def _score_http(
+    cfg: ScoringConfig,
+    reader: ChunkReader,
+    in_fmt: str,
+    out_fmt: str,
+    on_commit: Callable[[Checkpoint], None] | None,
+) -> Summary:
     keep = [cfg.id_column] if cfg.id_column else list(reader.columns)
     ckpt_path = state_path(cfg.output)
     _prepare_output(cfg, ckpt_path)
@@ -193,9 +135,13 @@ def score_file(
         _check_resumable(cfg.output, ckpt, fp, options, list(reader.columns))
 
     stop = threading.Event()
-    clf = Classifier(cfg.url, cfg.timeout, cfg.retries, cfg.backoff, stop)
-    labels = clf.connect()  # fail fast: unreachable service, no /classify
-    names = _column_names(cfg.prefix, labels, cfg.all_scores)
+    api_key = cfg.api_key or os.environ.get(API_KEY_ENV)
+    clf = Classifier(cfg.url, cfg.timeout, cfg.retries, cfg.backoff, stop, api_key)
+    service = clf.connect()  # fail fast: unreachable service, no /classify, no key
+    labels = service.labels
+    # Rows the service would reject get their error here, by the rule the Ray engine applies.
+    batch_size = min(cfg.batch_size, service.max_items or cfg.batch_size)
+    names = column_names(cfg.prefix, labels, cfg.all_scores)
     clash = sorted(set(keep) & set(names.values()))
     if clash:
         raise ScoringError(
@@ -243,21 +189,21 @@ def score_file(
         results: list = [None] * len(texts)
         ok = []
         for i, value in enumerate(texts):
-            reason = _validate_text(value)
+            reason = row_error(value, service.max_text_chars)
             if reason:
                 results[i] = RowResult(None, reason)
             else:
                 ok.append(i)
-        batches = [ok[i : i + cfg.batch_size] for i in range(0, len(ok), cfg.batch_size)]
+        batches = [ok[i : i + batch_size] for i in range(0, len(ok), batch_size)]
         futures = [executor.submit(clf.score, [texts[j] for j in b]) for b in batches]
         return df, results, list(zip(batches, futures, strict=True))
 
     def commit(df: pd.DataFrame, results: list, pending: list) -> None:
         nonlocal rows_this_run
-        for batch, fut in pending:
+        for batch, fut in pending:  # a fatal error (401, 404, ...) raises here: nothing written
             for j, r in zip(batch, fut.result(), strict=True):
                 results[j] = r
-        out = _assemble(df, keep, names, labels, cfg.all_scores, results)
+        out = assemble(df, keep, names, labels, cfg.all_scores, results)
         if out_fmt == "parquet" and writer.schema is None:
             writer.schema = arrow_schema(
                 out, input_schema, keep, prediction_fields(names, labels, cfg.all_scores)
@@ -267,7 +213,7 @@ def score_file(
             if r.prediction:
                 label_counts[r.prediction["label"]] += 1
             else:
-                skipped[r.error.split(":")[0]] += 1
+                skipped[skip_reason(r.error)] += 1
         ckpt.rows_done += len(df)
         ckpt.label_counts, ckpt.skipped = dict(label_counts), dict(skipped)
         now = time.perf_counter()
@@ -296,7 +242,7 @@ def score_file(
         while inflight:
             commit(*inflight.popleft())
         if out_fmt == "parquet" and writer.schema is None:  # no rows at all
-            empty = _assemble(pd.DataFrame(columns=keep), keep, names, labels, cfg.all_scores, [])
+            empty = assemble(pd.DataFrame(columns=keep), keep, names, labels, cfg.all_scores, [])
             writer.schema = arrow_schema(
                 empty, input_schema, keep, prediction_fields(names, labels, cfg.all_scores)
             )

@@ -11,14 +11,17 @@ class RestartableServer:
     """`bentoml serve service:SentimentClassifier` that can be stopped and started again on the
     same port (the URL a scoring run holds stays valid across the restart)."""
 
-    def __init__(self, model_tag: str) -> None:
+    def __init__(self, model_tag: str, env: dict[str, str] | None = None) -> None:
         self.model_tag = model_tag
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server: BentoServer | None = None
 
-    def start(self, timeout: float = 90.0) -> None:
-        env = {"MODEL_TAG": self.model_tag, "WORKERS": "1"}
+    def start(self, timeout: float = 90.0, env: dict[str, str] | None = None) -> None:
+        """Start (again), with `env` replacing the environment given so far (e.g. API_KEY)."""
+        self.env = env if env is not None else self.env
+        env = {"MODEL_TAG": self.model_tag, "WORKERS": "1", **self.env}
         self.server = BentoServer("service:SentimentClassifier", env=env, port=self.port)
         self.server.wait_ready(timeout)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +15,13 @@ import pytest
 
 from loadtest.servers import free_port
 from scoring.__main__ import parse_args
-from scoring.config import ScoringConfig, ScoringError, detect_format
+from scoring.config import (
+    HTTP_BATCH_SIZE,
+    RAY_BATCH_SIZE,
+    ScoringConfig,
+    ScoringError,
+    detect_format,
+)
 from scoring.io import Checkpoint, ChunkReader, ParquetWriter, TextWriter, fingerprint
 from scoring.score import score_file, state_path
 
@@ -192,3 +202,105 @@ def test_cli_parses_into_config():
         8, True, 5, False, "parquet")  # fmt: skip
     with pytest.raises(ScoringError, match="batch_size must be >= 1"):
         parse_args(["in.csv", "--text-column", "t", "-o", "o.csv", "--batch-size", "0"])
+
+
+def test_resume_refuses_a_partial_shorter_than_the_checkpoint(tmp_path, frame):
+    """Zero-padding a truncated `.partial` would put NUL bytes where committed rows were."""
+    out = tmp_path / "out.csv"
+    ckpt = Checkpoint(input={}, options={}, columns=[], labels=[])
+    w = TextWriter(out, "csv")
+    w.open(0)
+    w.write(frame, ckpt)
+    w.close()
+    with w.partial.open("r+b") as f:
+        f.truncate(ckpt.output_bytes - 10)
+    with pytest.raises(ScoringError, match=r"holds \d+ bytes but the checkpoint says"):
+        TextWriter(out, "csv").open(ckpt.output_bytes)
+    assert w.partial.stat().st_size == ckpt.output_bytes - 10, "left as it was"
+    w.partial.unlink()
+    with pytest.raises(ScoringError, match="holds 0 bytes"):
+        TextWriter(out, "csv").open(ckpt.output_bytes)
+
+
+def test_resume_refuses_missing_parquet_parts(tmp_path, frame):
+    out = tmp_path / "out.parquet"
+    ckpt = Checkpoint(input={}, options={}, columns=[], labels=[])
+    w = ParquetWriter(out, schema=pa.Schema.from_pandas(frame, preserve_index=False))
+    w.open(0)
+    for start in range(0, 23, 8):
+        w.write(frame.iloc[start : start + 8], ckpt)
+    (w.parts_dir / "part-000001.parquet").unlink()
+    with pytest.raises(ScoringError, match=r"3 committed part files but 1 are missing"):
+        ParquetWriter(out, schema=None).open(ckpt.parts)
+
+
+def test_every_rename_is_followed_by_a_directory_fsync(tmp_path, frame, monkeypatch):
+    """A rename is durable only once its directory is fsynced: check the order of calls."""
+    events = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        d = Path(dst).parent.stat()
+        events.append(("replace", (d.st_dev, d.st_ino)))
+
+    def fsync(fd):
+        real_fsync(fd)
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            events.append(("fsync-dir", (st.st_dev, st.st_ino)))
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    ckpt = Checkpoint(input={}, options={}, columns=[], labels=[])
+    ckpt.save(tmp_path / "x.checkpoint.json")
+    pw = ParquetWriter(tmp_path / "o.parquet", pa.Schema.from_pandas(frame, preserve_index=False))
+    pw.open(0)
+    pw.write(frame, ckpt)
+    pw.finalize(ckpt)
+    tw = TextWriter(tmp_path / "o.jsonl", "jsonl")
+    tw.open(0)
+    tw.write(frame, ckpt)
+    tw.finalize(ckpt)
+    renames = [i for i, e in enumerate(events) if e[0] == "replace"]
+    assert len(renames) == 4  # checkpoint, parquet part, parquet output, jsonl output
+    for i in renames:
+        assert events[i + 1] == ("fsync-dir", events[i][1]), events
+
+
+def test_a_locked_output_is_refused_before_anything_else(tmp_path, frame):
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    write(frame, src)
+    # Another process holds the lock (flock): this run stops at once, naming it.
+    hold = (
+        "import sys; from pathlib import Path; from scoring.io import OutputLock; "
+        "lock = OutputLock(Path(sys.argv[1])).acquire(); print('ok', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(dst)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        with pytest.raises(ScoringError, match=rf"another run \(pid {holder.pid}\) is writing"):
+            score_file(cfg(src, dst, url="http://127.0.0.1:9", overwrite=True))
+    finally:
+        holder.communicate("", timeout=30)
+    # The holder exited without releasing (as a crash would): its lock file stays, its lock
+    # does not, so the next run gets past it (and fails later, on the dead URL).
+    assert dst.with_name("out.csv.lock").exists()
+    with pytest.raises(ScoringError, match="cannot reach the service"):
+        score_file(cfg(src, dst, url="http://127.0.0.1:9"))
+    assert not dst.with_name("out.csv.lock").exists()
+
+
+def test_cli_refuses_options_of_the_other_engine():
+    base = ["in.csv", "--text-column", "t", "-o", "o.csv"]
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--engine", "ray", "--url", "http://x:1"])
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--actors", "2"])
+    c = parse_args([*base, "--engine", "ray", "--actors", "2", "--model", "m:1"])
+    assert (c.engine, c.actors, c.model, c.batch_size) == ("ray", 2, "m:1", RAY_BATCH_SIZE)
+    assert parse_args(base).batch_size == HTTP_BATCH_SIZE
+    assert "api_key" not in repr(parse_args([*base, "--api-key", "secret"]))

@@ -6,14 +6,18 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
 import pandas as pd
 import pytest
 
+from scoring import client as client_module
+from scoring.client import Classifier
 from scoring.config import ScoringConfig, ScoringError
 from scoring.score import score_file, state_path
+from tests.scoring.proxy import Proxy
 from tests.tiny import tiny_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
@@ -66,7 +70,8 @@ def corpus(scoring_server):
 def config(server, src, dst, **kw) -> ScoringConfig:
     opts = {"batch_size": 16, "concurrency": 3, "chunk_size": 64, "progress": False}
     opts |= {"backoff": 0.05, **kw}
-    return ScoringConfig(input=src, output=dst, text_column="review", url=server.url, **opts)
+    opts.setdefault("url", server.url)
+    return ScoringConfig(input=src, output=dst, text_column="review", **opts)
 
 
 def assert_complete(out: pd.DataFrame, expected: list[dict], n: int) -> None:
@@ -100,22 +105,123 @@ def test_bad_rows_are_recorded_not_fatal(scoring_server, corpus, tmp_path):
     df, expected = corpus
     df = df.copy()
     df["review"] = df["review"].astype(object)
-    df.loc[3, "review"] = LONG_TEXT  # the service answers 400 for this one
+    df.loc[3, "review"] = LONG_TEXT  # over the limit the service's API schema states
     df.loc[10, "review"] = None
     df.loc[11, "review"] = "   "
+    df.loc[12, "review"] = "\u200b\u2060\ufeff"  # invisible: the service's blank rule
+    df.loc[13, "review"] = 42
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write(df, src)
     summary = score_file(config(scoring_server, src, dst))
     out = read(dst)
     assert out["id"].tolist() == list(range(N_ROWS))
-    bad = {3, 10, 11}
-    for i in bad:
-        assert pd.isna(out.loc[i, "label"]) and out.loc[i, "error"]
-    assert "2000" in out.loc[3, "error"] and "rejected by the service" in out.loc[3, "error"]
-    assert out.loc[10, "error"] == "missing text" and out.loc[11, "error"] == "empty text"
-    good = [i for i in range(N_ROWS) if i not in bad and expected[i]["score"] > 0.51]
+    errors = {
+        3: "text over 2000 characters",
+        10: "missing text",
+        11: "empty text",
+        12: "empty text",
+        13: "text is not a string (int)",
+    }
+    assert out.loc[list(errors), "error"].tolist() == list(errors.values())
+    assert out.loc[list(errors), "label"].isna().all()
+    good = [i for i in range(N_ROWS) if i not in errors and expected[i]["score"] > 0.51]
     assert out.loc[good, "label"].tolist() == [expected[i]["label"] for i in good]
-    assert sum(summary.skipped.values()) == 3
+    assert summary.skipped == {
+        "text over 2000 characters": 1,
+        "missing text": 1,
+        "empty text": 2,
+        "text is not a string (int)": 1,
+    }
+
+
+def test_rows_a_filter_rejects_are_isolated(scoring_server, corpus, tmp_path):
+    """A 400 for a batch is narrowed down to the row that causes it; its batch mates score."""
+    df, expected = corpus
+    df = df.copy()
+    for i in (5, 6, 200):
+        df.loc[i, "review"] = f"blocked word in review {i}"
+    proxy = Proxy(scoring_server.url, reject_text="blocked word")
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    write(df, src)
+    try:
+        summary = score_file(config(scoring_server, src, dst, url=proxy.url))
+    finally:
+        proxy.close()
+    out = read(dst)
+    assert out["id"].tolist() == list(range(N_ROWS))
+    for i in (5, 6, 200):
+        assert out.loc[i, "error"] == "rejected by the service: HTTP 400: refused by the proxy"
+    assert summary.skipped == {"rejected by the service": 3}
+    good = [i for i in range(N_ROWS) if i not in (5, 6, 200) and expected[i]["score"] > 0.51]
+    assert out.loc[good, "label"].tolist() == [expected[i]["label"] for i in good]
+
+
+@pytest.mark.parametrize("status", [403, 404, 405])
+def test_refusal_mid_run_is_fatal_then_resume_completes(scoring_server, corpus, tmp_path, status):
+    """A 4xx that is no verdict on the rows stops the run: no row is recorded as rejected (a
+    resume would skip such rows: silent loss), and once fixed a rerun completes."""
+    df, expected = corpus
+    proxy = Proxy(scoring_server.url)
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    write(df, src)
+
+    def refuse_after_two(ckpt):
+        if ckpt.rows_done >= 128:
+            proxy.refuse(status)
+
+    try:
+        with pytest.raises(ScoringError) as err:
+            score_file(config(scoring_server, src, dst, url=proxy.url), on_commit=refuse_after_two)
+        message = str(err.value)
+        assert f"HTTP {status}" in message and "rerun the same command to resume" in message
+        assert {403: "forbidden", 404: "check --url", 405: "no verdict"}[status] in message
+        done = json.loads(state_path(dst).read_text())["rows_done"]
+        assert 128 <= done < N_ROWS
+        partial = pd.read_csv(dst.with_name(dst.name + ".partial"))
+        assert len(partial) == done and partial["error"].isna().all()
+        proxy.forward()
+        summary = score_file(config(scoring_server, src, dst, url=proxy.url))
+    finally:
+        proxy.close()
+    assert summary.resumed_from == done and summary.skipped == {}
+    assert_complete(read(dst), expected, N_ROWS)
+
+
+def test_request_counters_are_exact_across_threads(scoring_server):
+    """`requests` is counted from every worker thread: with the GIL handed to another thread
+    between any two bytecodes of the client, not one increment may be lost."""
+    proxy = Proxy(scoring_server.url)
+    clf = Classifier(proxy.url, retries=0)
+    clf.connect()
+
+    def between_bytecodes(frame, event, arg):
+        if event == "opcode":
+            time.sleep(0)  # let another thread run right here
+        return between_bytecodes
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename != client_module.__file__:
+            return None
+        frame.f_trace_opcodes = True
+        return between_bytecodes
+
+    def work():
+        for _ in range(4):
+            clf.score(["a fine film"])
+
+    threading.settrace(tracer)
+    try:
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        threading.settrace(None)
+        clf.close()
+        proxy.close()
+    assert proxy.classify_requests == 1 + 8 * 4
+    assert clf.requests == proxy.classify_requests
 
 
 def test_server_stopped_mid_run_then_rerun_completes(scoring_server, corpus, tmp_path):
@@ -165,20 +271,25 @@ def test_interrupt_then_rerun_resumes(scoring_server, corpus, tmp_path, fmt):
 
 
 def test_cli_ctrl_c_then_rerun(scoring_server, tmp_path):
-    n = 1500
+    n = 3000
     df = make_frame(n, seed=1)
     src, dst = tmp_path / "in.parquet", tmp_path / "out.jsonl"
     write(df, src)
     args = [sys.executable, "-m", "scoring", str(src), "--text-column", "review", "-o", str(dst),
-            "--url", scoring_server.url, "--chunk-size", "50", "--batch-size", "4",
-            "--concurrency", "1", "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+            "--url", scoring_server.url, "--no-progress"]  # fmt: skip
+    slow = ["--chunk-size", "50", "--batch-size", "2", "--concurrency", "1"]
+    proc = subprocess.Popen(args + slow, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         ckpt = state_path(dst)
         if ckpt.exists() and json.loads(ckpt.read_text() or "{}").get("rows_done", 0) >= 100:
             break
         time.sleep(0.02)
+    # A second run on the same output is refused while the first one holds it.
+    second = subprocess.run(args, check=False, capture_output=True, text=True, timeout=120)
+    assert proc.poll() is None, "the first run was still going"
+    assert second.returncode == 2, second.stderr
+    assert f"another run (pid {proc.pid}) is writing" in second.stderr
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -191,3 +302,4 @@ def test_cli_ctrl_c_then_rerun(scoring_server, tmp_path):
     out = read(dst)
     assert out["id"].tolist() == list(range(n))
     assert out["label"].notna().all()
+    assert not dst.with_name(dst.name + ".lock").exists()
