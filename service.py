@@ -13,7 +13,13 @@ import bentoml
 
 from serving import metrics, webpage
 from serving.batch import BatchRunner
-from serving.bento import ServerBounds, StoredModel, cap_batch_wait, quiet_client_errors
+from serving.bento import (
+    ServerBounds,
+    StoredModel,
+    cap_batch_wait,
+    concurrent_batches,
+    quiet_client_errors,
+)
 from serving.middleware import Guard
 from serving.monitor import PredictionMonitor
 from serving.schema import EXAMPLE_TEXTS, Prediction, text_list_type
@@ -21,6 +27,7 @@ from serving.settings import ServiceSettings
 
 logging.getLogger("serving").setLevel(logging.INFO)  # our lines show beside BentoML's
 SETTINGS = ServiceSettings.from_env()
+concurrent_batches(max(SETTINGS.processes, 1))  # one adaptive batch in flight per process
 Texts = text_list_type(SETTINGS.max_items, SETTINGS.max_text_chars)
 EXAMPLE_INPUT = {"texts": EXAMPLE_TEXTS}
 webpage.show_description_on_index()

@@ -7,9 +7,13 @@ answer format as `POST /classify`:
         --port 8100 --workers 2 --max-batch-size 16 --batch-timeout 0.005
 
 `--workers` inference processes (`workers_per_device` on the CPU "device"), each with one
-single-thread ONNX Runtime session (the best arrangement on this machine, as for the service);
-each batch of requests is flattened into one list of texts, run in length-sorted sub-batches
-and split back per request. Ready when GET /health answers 200.
+single-thread ONNX Runtime session (the best arrangement on this machine, as for the service).
+Each batch of requests is flattened into one list of texts and classified:
+- `--inference padded` (the default: what LitServe's docs show, and what a user writes): the
+  whole batch tokenized with padding to its longest text and run in one ONNX Runtime call;
+- `--inference leaf`: this project's inference code (`serving.inference.Classifier`:
+  length-sorted sub-batches with a token budget), to compare the servers alone.
+Ready when GET /health answers 200.
 """
 
 from __future__ import annotations
@@ -28,15 +32,20 @@ MAX_ITEMS = 64
 class SentimentAPI(ls.LitAPI):
     """`{"texts": [...]}` -> `[{"label", "score", "scores"}, ...]`, batched across requests."""
 
-    def __init__(self, model_dir: Path, threads: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self, model_dir: Path, threads: int = 1, inference: str = "padded", **kwargs: Any
+    ) -> None:
         super().__init__(api_path="/classify", **kwargs)
         self.model_dir = Path(model_dir)
         self.threads = threads
+        self.inference = inference
 
     def setup(self, device: str) -> None:
         from serving.inference import Classifier
 
         self.classifier = Classifier.from_dir(self.model_dir, threads=self.threads)
+        if self.inference == "padded":  # one padded call per batch, as a user would write it
+            self.classifier.sub_batch_size, self.classifier.sub_batch_tokens = 1 << 30, None
         self.classifier.predict(["warm-up"])
 
     def decode_request(self, request: dict) -> list[str]:
@@ -52,7 +61,7 @@ class SentimentAPI(ls.LitAPI):
 
     def predict(self, batch: list[list[str]]) -> list[list[dict]]:
         flat = [text for texts in batch for text in texts]
-        predictions = self.classifier.predict(flat)
+        predictions = self.classifier.predict(flat, sort=self.inference != "padded")
         out, start = [], 0
         for texts in batch:
             out.append(predictions[start : start + len(texts)])
@@ -76,10 +85,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-batch-size", type=int, default=16, help="requests per batch")
     parser.add_argument("--batch-timeout", type=float, default=0.005, help="seconds to fill one")
     parser.add_argument("--api-servers", type=int, default=1, help="HTTP server processes")
+    parser.add_argument("--inference", choices=("padded", "leaf"), default="padded",
+                        help="one padded call per batch, or this project's inference code")  # fmt: skip
     args = parser.parse_args(argv)
     api = SentimentAPI(
         args.model_dir,
         threads=args.threads,
+        inference=args.inference,
         max_batch_size=args.max_batch_size,
         batch_timeout=args.batch_timeout,
     )

@@ -108,6 +108,39 @@ def cap_batch_wait(max_wait_s: float, min_wait_s: float = 0.0) -> bool:
     return True
 
 
+def concurrent_batches(n: int) -> bool:
+    """Let BentoML's dispatcher keep `n` adaptive batches in flight instead of one.
+
+    The dispatcher runs one batch at a time: while it waits for a batch's answers, the inference
+    processes that finished their share sit idle, and the next batch waits for the slowest
+    sub-batch. With `n` = the inference processes, the next batch starts as soon as one is
+    free (measured in reports/tuning.md). Returns False, with a WARNING, and leaves BentoML as
+    it is when its dispatcher internals have changed; call before the service's app is built.
+    """
+    import inspect
+
+    try:
+        from bentoml._internal.marshal.dispatcher import CorkDispatcher, NonBlockSema
+    except ImportError:
+        CorkDispatcher = None
+    params = inspect.signature(CorkDispatcher.__init__).parameters if CorkDispatcher else {}
+    if "shared_sema" not in params:
+        log.warning(
+            "concurrent batches not applied: BentoML's dispatcher internals changed (%s); "
+            "the dispatcher runs one batch at a time",
+            versions(),
+        )
+        return False
+    init = getattr(CorkDispatcher, "single_batch_init", None) or CorkDispatcher.__init__
+
+    def __init__(self: Any, *args: Any, shared_sema: Any = None, **kwargs: Any) -> None:
+        init(self, *args, shared_sema=shared_sema or NonBlockSema(n), **kwargs)
+
+    CorkDispatcher.single_batch_init = init
+    CorkDispatcher.__init__ = __init__
+    return True
+
+
 # ---- uvicorn: drain bound, keep-alive, request-head deadline, readiness --------------------
 
 

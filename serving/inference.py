@@ -29,8 +29,8 @@ ENCODING_FIELDS = {
     "attention_mask": "attention_mask",
     "token_type_ids": "type_ids",
 }
-DEFAULT_SUB_BATCH_SIZE = 32  # texts per ONNX Runtime call, at most
-DEFAULT_SUB_BATCH_TOKENS = 2048  # padded tokens (rows x longest row) per call, at most
+DEFAULT_SUB_BATCH_SIZE = 8  # texts per ONNX Runtime call, at most (reports/tuning.md)
+DEFAULT_SUB_BATCH_TOKENS = 256  # padded tokens (rows x longest row) per call, at most
 
 
 class ModelFileError(ValueError):

@@ -10,6 +10,7 @@ PROMETHEUS_MULTIPROC_DIR (its multiprocess mode is chosen on import).
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -75,12 +76,20 @@ class Metrics:
             "Inference processes alive",
             multiprocess_mode="livesum",
         )
-        for label in self.labels:  # every label shows from the start (rates of 0, not absent)
-            self.predictions.labels(label=label)
+        # every label shows from the start (rates of 0, not absent)
+        self._predicted = {label: self.predictions.labels(label=label) for label in self.labels}
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route=route, status=str(status)).inc()
-        self.duration.labels(route=route).observe(seconds)
+        key = (route, status)
+        children = self._request_children.get(key)
+        if children is None:  # a child per (route, status) seen: a closed set, looked up once
+            children = self._request_children[key] = (
+                self.requests.labels(route=route, status=str(status)),
+                self.duration.labels(route=route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(
         self, tokens: Iterable[int], truncated: int, labels: Iterable[str], seconds: float
@@ -92,8 +101,8 @@ class Metrics:
             self.tokens.observe(n)
         if truncated:
             self.truncated.inc(truncated)
-        for label in labels:
-            self.predictions.labels(label=label).inc()
+        for label, count in collections.Counter(labels).items():  # one update per label
+            self._predicted[label].inc(count)
 
 
 _current: Metrics | None = None

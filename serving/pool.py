@@ -6,9 +6,12 @@ single-thread session whichever worker the kernel gave the connections to; the s
 as the benchmark's in-process limit (one process per CPU, one thread each).
 
 Parent and child talk over a socket pair: length-prefixed pickles of `{input name: int64 array}`
-one way and logits the other, one sub-batch in flight per process. A child ignores SIGINT and
-SIGTERM (its parent drains in-flight requests first) and exits when its socket closes, so it
-never outlives the parent. A child that dies is restarted; the sub-batch it held fails.
+one way and logits the other. Each child has a queue: a sub-batch goes to the child with the
+fewest waiting, so a child finds its next sub-batch already in its socket when it finishes one
+(no round trip through the parent's event loop), and a reader task per child hands the answers
+back in order. A child ignores SIGINT and SIGTERM (its parent drains in-flight requests first)
+and exits when its socket closes, so it never outlives the parent. A child that dies is
+restarted; the sub-batches it held fail (a server error), the others go on.
 
     python -m serving.pool --model-dir DIR --fd N [--threads 1]   # the child (started by Pool)
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import logging
 import os
 import pickle
@@ -28,6 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,14 +106,46 @@ class _Worker:
             raise InferenceProcessError(f"inference process {self.index}: {detail}")
         self.sock.setblocking(False)
 
-    async def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def start_reader(self, on_exit: Any) -> None:
+        """Start answering this child's sub-batches, in the running event loop."""
+        self.pending: collections.deque[asyncio.Future] = collections.deque()
+        self.write_lock = asyncio.Lock()
+        self.reader = asyncio.get_running_loop().create_task(self._read_answers(on_exit))
+
+    async def submit(self, feeds: dict[str, np.ndarray]) -> asyncio.Future:
+        """Queue one sub-batch on this child; the future resolves to its logits."""
+        future = asyncio.get_running_loop().create_future()
+        async with self.write_lock:  # frames must not interleave; answers come back in order
+            self.pending.append(future)
+            try:
+                await asyncio.get_running_loop().sock_sendall(self.sock, _frame(feeds))
+            except OSError as e:
+                self.pending.remove(future)
+                raise InferenceProcessError(f"inference process {self.index}: {e}") from e
+        return future
+
+    async def _read_answers(self, on_exit: Any) -> None:
         loop = asyncio.get_running_loop()
-        await loop.sock_sendall(self.sock, _frame(feeds))
-        header = await self._recv(loop, _HEADER.size)
-        ok, value = pickle.loads(await self._recv(loop, _HEADER.unpack(header)[0]))
-        if not ok:
-            raise InferenceProcessError(f"inference process {self.index}: {value}")
-        return value
+        try:
+            while True:
+                header = await self._recv(loop, _HEADER.size)
+                ok, value = pickle.loads(await self._recv(loop, _HEADER.unpack(header)[0]))
+                future = self.pending.popleft()
+                if future.done():  # its caller gave up (a request timeout)
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(
+                        InferenceProcessError(f"inference process {self.index}: {value}")
+                    )
+        except (InferenceProcessError, OSError) as e:
+            error = e if isinstance(e, InferenceProcessError) else InferenceProcessError(str(e))
+            while self.pending:
+                future = self.pending.popleft()
+                if not future.done():
+                    future.set_exception(error)
+            on_exit(self, error)
 
     async def _recv(self, loop: asyncio.AbstractEventLoop, n: int) -> bytes:
         buf = bytearray(n)
@@ -132,9 +169,9 @@ class _Worker:
 class InferencePool:
     """`processes` children, each with a `threads`-thread session of `model_dir/model.onnx`.
 
-    `await pool.run(feeds)` runs one sub-batch on the next idle child (the caller gathers the
-    sub-batches of a batch, so they run in parallel). Start with `start()` (blocking, a second or
-    so), stop with `close()`.
+    `await pool.run(feeds)` runs one sub-batch on the child with the shortest queue (the caller
+    gathers the sub-batches of a batch, so they run in parallel). Start with `start()`
+    (blocking, a second or so), stop with `close()`.
     """
 
     def __init__(
@@ -153,8 +190,9 @@ class InferencePool:
         self.spinning = spinning
         self.start_timeout_s = start_timeout_s
         self._workers: list[_Worker] = []
-        self._idle: asyncio.Queue[_Worker] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._replacing: set[int] = set()
+        self._closing = False
         self.restarts = 0
 
     def start(self) -> InferencePool:
@@ -178,40 +216,63 @@ class InferencePool:
     def _spawn(self, index: int) -> _Worker:
         return _Worker(self.model_dir, self.threads, self.spinning, index)
 
-    @property
-    def idle(self) -> asyncio.Queue[_Worker]:
+    def _ready_workers(self) -> list[_Worker]:
+        """The live children, their readers running in this event loop."""
         loop = asyncio.get_running_loop()
-        if self._idle is None or self._loop is not loop:  # one queue per event loop
-            self._idle, self._loop = asyncio.Queue(), loop
+        if self._loop is not loop:  # first use, or a new event loop (tests)
+            self._loop = loop
             for worker in self._workers:
-                self._idle.put_nowait(worker)
-        return self._idle
+                worker.start_reader(self._exited)
+        ready = []
+        for worker in self._workers:
+            if worker.index in self._replacing:
+                continue
+            if worker.proc.poll() is not None:  # died, and an earlier restart failed: retry
+                self._exited(worker, InferenceProcessError(f"inference process {worker.index} "
+                                                           "is not running"))  # fmt: skip
+                continue
+            ready.append(worker)
+        return ready
 
     def alive(self) -> int:
         """How many children are running."""
         return sum(1 for w in self._workers if w.proc.poll() is None)
 
     async def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits of one sub-batch, from the next idle child. If the caller is cancelled (a
-        request timeout), the child still finishes the sub-batch before it takes another."""
-        worker = await self.idle.get()
-        task = asyncio.ensure_future(self._run_on(worker, feeds))
-        task.add_done_callback(_retrieve)
-        return await asyncio.shield(task)
+        """Logits of one sub-batch, from the child with the fewest sub-batches queued."""
+        workers = self._ready_workers()
+        if not workers:
+            raise InferenceProcessError("no inference process is running (restarting)")
+        worker = min(workers, key=lambda w: len(w.pending))
+        return await (await worker.submit(feeds))
 
-    async def _run_on(self, worker: _Worker, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        try:
-            return await worker.run(feeds)
-        except (InferenceProcessError, OSError) as e:
-            # A failed sub-batch is a server error; the pool replaces the child and goes on.
-            log.error("%s; restarting inference process %d", e, worker.index)
-            loop = asyncio.get_running_loop()
-            worker = await loop.run_in_executor(None, self._replace, worker)
-            if isinstance(e, OSError):
-                raise InferenceProcessError(f"inference process {worker.index}: {e}") from e
-            raise
-        finally:
-            self.idle.put_nowait(worker)
+    async def run_batches(self, batches: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """Logits of several sub-batches, run in parallel over the children."""
+        return list(await asyncio.gather(*(self.run(feeds) for feeds in batches)))
+
+    def _exited(self, worker: _Worker, error: Exception) -> None:
+        """A child's socket closed: replace it (in a thread: spawning blocks a second)."""
+        if (
+            self._closing
+            or worker.index >= len(self._workers)
+            or self._workers[worker.index] is not worker
+            or worker.index in self._replacing
+        ):
+            return
+        log.error("%s; restarting inference process %d", error, worker.index)
+        self._replacing.add(worker.index)
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(None, self._replace, worker)
+
+        def started(future: asyncio.Future) -> None:
+            self._replacing.discard(worker.index)
+            if future.exception() is None:
+                future.result().start_reader(self._exited)
+            else:
+                log.error("could not restart inference process %d: %s", worker.index,
+                          future.exception())  # fmt: skip
+
+        done.add_done_callback(started)
 
     def _replace(self, worker: _Worker) -> _Worker:
         worker.kill()
@@ -221,21 +282,15 @@ class InferencePool:
         self._workers[worker.index] = new
         return new
 
-    async def run_batches(self, batches: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
-        """Logits of several sub-batches, run in parallel over the children."""
-        return list(await asyncio.gather(*(self.run(feeds) for feeds in batches)))
-
     def close(self) -> None:
+        self._closing = True
         for worker in self._workers:
+            reader = getattr(worker, "reader", None)
+            if reader is not None and not reader.done():
+                reader.cancel()
             worker.kill()
         self._workers = []
-        self._idle = None
-
-
-def _retrieve(task: asyncio.Future) -> None:
-    """Mark a shielded task's exception as seen (its caller may have been cancelled)."""
-    if not task.cancelled():
-        task.exception()
+        self._loop = None
 
 
 def _serve(model_dir: Path, fd: int, threads: int, spinning: bool) -> int:

@@ -60,9 +60,9 @@ class ServiceSettings(BaseSettings):
     """BATCH_WAIT_MS: longest wait for a batch to fill while the model is idle."""
     batch_min_wait_ms: float = Field(0, ge=0)
     """BATCH_MIN_WAIT_MS: shortest such wait (fuller batches for that much latency)."""
-    sub_batch_size: int = Field(32, ge=1)
+    sub_batch_size: int = Field(8, ge=1)
     """SUB_BATCH_SIZE: texts per ONNX Runtime call, at most."""
-    sub_batch_tokens: int = Field(2048, ge=1)
+    sub_batch_tokens: int = Field(256, ge=1)
     """SUB_BATCH_TOKENS: padded tokens (texts x longest) per ONNX Runtime call, at most."""
     workers: int = Field(1, ge=1)
     """WORKERS: HTTP worker processes (each with its own batching and inference processes)."""

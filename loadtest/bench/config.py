@@ -9,7 +9,7 @@ from typing import Any
 from loadtest.traffic import DEFAULT_RUN_DIR, REPO_ROOT
 
 # Settings the peer (LitServe) runs with: its documented knobs, tuned on this machine
-# (`python -m loadtest.bench --tune-peer`, reports/tuning.md).
+# (`python -m loadtest.bench.tune peer`, reports/tuning.md).
 PEER_DEFAULTS = {"workers": 2, "max_batch_size": 16, "batch_timeout": 0.005}
 
 
@@ -34,8 +34,10 @@ class BenchConfig:
     baseline: bool = True  # FastAPI + transformers pipeline (PyTorch FP32)
     baseline_threads: int | None = None  # torch threads of the baseline; None: torch's default
     per_text_baseline: bool = True  # also the baseline with one forward pass per text
-    peer: bool = True  # LitServe of the same ONNX model
+    peer: bool = True  # LitServe of the same ONNX model, one padded call per batch
     peer_settings: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(PEER_DEFAULTS))
+    # The peer again with this project's inference code, peak step only: the servers alone.
+    peer_leaf: bool = True
     service_env: dict[str, str] = dataclasses.field(default_factory=dict)
     # Extra service runs, peak step only: name -> env overrides (e.g. {"log-off": {...}}).
     variants: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)

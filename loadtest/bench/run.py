@@ -27,6 +27,7 @@ from loadtest.traffic import load_labels, load_texts
 SERVERS = {  # report key -> name in tables and plots
     "service": "service",
     "peer": "LitServe peer",
+    "peer_leaf": "LitServe peer, this project's inference code",
     "baseline": "baseline",
     "baseline_per_text": "baseline, 1 text per pass",
 }
@@ -174,6 +175,13 @@ def run_bench(cfg: BenchConfig, command: str | None = None) -> dict[str, Any]:
                 report["peer"] = {"settings": cfg.peer_settings, **drive(
                     server, cfg, bodies, labels, cfg.sizes, cfg.connections
                 )}  # fmt: skip
+        if cfg.peer and cfg.peer_leaf:
+            settings = {**cfg.peer_settings, "inference": "leaf"}
+            print(f"peer with this project's inference code: {settings}", flush=True)
+            with ServerProcess(peer_command(model_dir, settings), ready_path="/health") as server:
+                report["peer_leaf"] = {"settings": settings, **drive(
+                    server, cfg, bodies, labels, cfg.sizes, [cfg.peak_connections]
+                )}  # fmt: skip
         if cfg.baseline:
             print(f"baseline: FastAPI + transformers pipeline from {run_model}", flush=True)
             with ServerProcess(baseline_command(run_model, cfg.baseline_threads)) as server:
@@ -224,6 +232,9 @@ def summarize(report: dict[str, Any], sizes: Sequence[int]) -> dict[str, Any]:
             ok = value >= goal if op == ">=" else value <= goal
             targets[key] = {"value": round(value, 3), "target": f"{op} {goal}", "ok": ok}
     info = {}
+    for size, peak in peaks.get("peer_leaf", {}).items():
+        if service.get(size) and peak:
+            info[f"served_{size}_vs_peer_with_this_inference_code"] = round(service[size] / peak, 3)
     for other in ("baseline", "baseline_per_text"):
         if peaks.get(other, {}).get(head):
             info[f"speedup_vs_{other}"] = round(service[head] / peaks[other][head], 2)

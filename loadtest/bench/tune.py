@@ -22,15 +22,23 @@ from pathlib import Path
 from typing import Any
 
 SUB_BATCH_GRID = [  # (texts, padded-token budget or None)
+    (4, None),
     (8, None),
     (16, None),
     (32, None),
+    (8, 256),
+    (16, 256),
+    (32, 256),
+    (16, 512),
+    (32, 512),
     (32, 1024),
     (32, 2048),
-    (64, 2048),
-    (64, 4096),
 ]
-PEER_GRID = {"workers": (1, 2), "max_batch_size": (8, 16, 32), "batch_timeout": (0.002, 0.01)}
+PEER_GRID = {
+    "workers": (1, 2),
+    "max_batch_size": (4, 8, 16, 32),
+    "batch_timeout": (0.002, 0.01),
+}
 
 
 def tune_sub_batches(model_tag: str, texts: Sequence[str], n: int, batch: int) -> list[dict]:

@@ -119,3 +119,32 @@ def test_uvicorn_internals_the_server_bounds_need_are_there():
     finally:
         loop.close()
     assert hasattr(protocol, "cycle") and hasattr(protocol, "transport")
+
+
+def test_dispatcher_runs_as_many_batches_at_once_as_asked(monkeypatch):
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+    import serving.bento
+
+    original = getattr(CorkDispatcher, "single_batch_init", None) or CorkDispatcher.__init__
+    monkeypatch.setattr(CorkDispatcher, "__init__", original)
+    monkeypatch.setattr(CorkDispatcher, "single_batch_init", None, raising=False)
+    make = lambda: CorkDispatcher(max_latency_in_ms=1000, max_batch_size=8, fallback=lambda: None)
+    one = make()
+    assert one._sema.acquire() and not one._sema.acquire()  # BentoML alone: one batch at a time
+    assert serving.bento.concurrent_batches(2)
+    assert serving.bento.concurrent_batches(2)  # idempotent: wraps BentoML's own __init__
+    two = make()
+    assert two._sema.acquire() and two._sema.acquire() and not two._sema.acquire()
+
+
+def test_concurrent_batches_warn_when_internals_change(monkeypatch, caplog):
+    import inspect
+
+    import serving.bento
+
+    real = inspect.signature
+    monkeypatch.setattr(inspect, "signature", lambda f: real(lambda self: None))
+    with caplog.at_level(logging.WARNING, logger="serving.bento"):
+        assert not serving.bento.concurrent_batches(2)
+    assert "concurrent batches not applied" in caplog.text and "bentoml 1." in caplog.text
