@@ -14,10 +14,10 @@ BENTOML=${BENTOML:-.venv/bin/bentoml}
 PYTHON=$(dirname "$BENTOML")/python
 bento=$(docker image inspect -f '{{index .Config.Labels "ai.bentoml.bento"}}' "$IMAGE")
 
-WRK_BODIES=$(mktemp) && export WRK_BODIES
-trap 'rm -f "$WRK_BODIES"; [ -z "${cid:-}" ] || docker rm -f "$cid" >/dev/null;
+BODIES=$(mktemp) && export BODIES
+trap 'rm -f "$BODIES"; [ -z "${cid:-}" ] || docker rm -f "$cid" >/dev/null;
       [ -z "${pid:-}" ] || kill -TERM -- "-$pid" 2>/dev/null || true' EXIT
-"$PYTHON" - "$DATA" "$TEXTS" >"$WRK_BODIES" <<'PY'
+"$PYTHON" - "$DATA" "$TEXTS" >"$BODIES" <<'PY'
 import json, sys
 texts = [json.loads(line)["text"] for line in open(sys.argv[1])]
 n = int(sys.argv[2])
@@ -27,8 +27,8 @@ PY
 
 ready() { until curl -sf -o /dev/null "$1/readyz"; do sleep 0.1; done; }
 load() {  # a warm-up, then the measured run
-    wrk -t2 -c"$CONNECTIONS" -d3s -s docker/wrk-classify.lua "$1" >/dev/null
-    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s docker/wrk-classify.lua "$1"
+    wrk -t2 -c"$CONNECTIONS" -d3s -s loadtest/wrk/classify.lua "$1" >/dev/null
+    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s loadtest/wrk/classify.lua "$1"
 }
 echo "== container: docker run --cpus 2 $IMAGE"
 cid=$(docker run -d --cpus 2 -p 127.0.0.1:13200:3000 "$IMAGE")

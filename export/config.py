@@ -44,7 +44,7 @@ class ExportConfig:
     max_accuracy_drop: float = 0.5
     force: bool = False
     # Measurement
-    batch_size: int = 32
+    batch_size: int = 8  # texts per ONNX Runtime call, as the service runs them (<= 256 tokens)
     threads: int | None = None  # onnxruntime intra-op threads; None = all cores
     max_eval_rows: int | None = None  # cap rows per split (quick runs); None = all
     benchmark_rows: int = 512  # test rows timed per candidate when optimize="auto"

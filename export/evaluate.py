@@ -43,16 +43,19 @@ class OnnxClassifier:
         )
         self.input_names = self.runtime.input_names
 
-    def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def predict_proba(self, texts: list[str], batch_size: int = 8) -> np.ndarray:
         """Softmax probabilities [len(texts), num_labels] in input order, run in length-sorted
         batches of `batch_size`."""
         if not texts:
             raise ValueError("predict_proba needs at least one text")
+        from serving.inference import DEFAULT_SUB_BATCH_TOKENS
+
+        # sub-batches as the service makes them: dynamic INT8 depends on a text's batch mates
         self.runtime.sub_batch_size = batch_size
-        self.runtime.sub_batch_tokens = None  # count-bounded batches, as the export measures
+        self.runtime.sub_batch_tokens = DEFAULT_SUB_BATCH_TOKENS
         return self.runtime.probabilities(self.runtime.encode(texts))
 
-    def throughput(self, texts: list[str], batch_size: int = 32, repeats: int = 1) -> float:
+    def throughput(self, texts: list[str], batch_size: int = 8, repeats: int = 1) -> float:
         """Texts per second over length-sorted batches of `batch_size` (after a warm-up batch)."""
         self.predict_proba(texts[:batch_size], batch_size)
         start = time.perf_counter()
@@ -70,7 +73,7 @@ def compare(fp32_probs: np.ndarray, int8_probs: np.ndarray) -> dict:
     }
 
 
-def evaluate_onnx(classifier: OnnxClassifier, rows: list[dict], batch_size: int = 32) -> dict:
+def evaluate_onnx(classifier: OnnxClassifier, rows: list[dict], batch_size: int = 8) -> dict:
     """Metrics of `classifier` on `{"text", "label"}` rows, plus its probabilities (key "probs")."""
     probs = classifier.predict_proba([r["text"] for r in rows], batch_size)
     labels = np.array([r["label"] for r in rows])

@@ -85,8 +85,9 @@ def predict(model: Model, texts: list[str]) -> np.ndarray:
     if model.kind == "stored":
         from serving.inference import Classifier, available_cpus
 
-        # batches of 32 texts as export/ measures (INT8 answers depend slightly on the batch)
-        clf = Classifier.from_dir(model.path, available_cpus(), 32, sub_batch_tokens=None)
+        # sub-batches as the service and export/ make them (INT8 answers depend slightly on
+        # a text's batch mates)
+        clf = Classifier.from_dir(model.path, available_cpus())
         return clf.probabilities(clf.encode(texts))
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

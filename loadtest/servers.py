@@ -39,8 +39,10 @@ class ServerProcess:
         ready_path: str = "/readyz",
         ready_timeout_s: float = 180.0,
         port: int | None = None,
+        cwd: str | Path = REPO_ROOT,
     ) -> None:
         self.port = port or free_port()
+        self.cwd = Path(cwd)
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [part.replace("{port}", str(self.port)) for part in command]
         self.env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
@@ -57,7 +59,7 @@ class ServerProcess:
         with os.fdopen(fd, "wb") as log:
             self.proc = subprocess.Popen(
                 self.command,
-                cwd=REPO_ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -24,13 +24,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common.provenance import machine_info
 from scoring.config import ScoringConfig
 from scoring.score import score_file
 
@@ -51,20 +51,6 @@ def write_corpus(pattern: str, text_column: str, path: Path) -> int:
                     out.write(json.dumps({"id": n, text_column: row[text_column]}) + "\n")
                     n += 1
     return n
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from serving.inference import available_cpus
-
-    return {"cpu": cpu, "cpus": available_cpus(), "python": platform.python_version()}
 
 
 def run_engine(cfg: ScoringConfig) -> dict:
@@ -118,7 +104,7 @@ def compare(a: argparse.Namespace) -> dict:
 
     report: dict = {
         "command": "python -m scoring.compare " + shlex.join(sys.argv[1:]),
-        "machine": machine(),
+        "machine": machine_info(),
         "model_version": str(bentoml.models.get(a.model_tag).tag),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "rows": n,

@@ -65,6 +65,16 @@ class StoredModel(bentoml.models.BentoModel):
 # ---- the dispatcher's batch wait ------------------------------------------------------------
 
 
+def _not_applied(what: str, consequence: str) -> bool:
+    log.warning(
+        "%s not applied: BentoML's dispatcher internals changed (%s); %s",
+        what,
+        versions(),
+        consequence,
+    )
+    return False
+
+
 def dispatcher_optimizer() -> Any | None:
     """BentoML's dispatcher `Optimizer` class if it still has what `cap_batch_wait` needs."""
     try:
@@ -91,12 +101,8 @@ def cap_batch_wait(max_wait_s: float, min_wait_s: float = 0.0) -> bool:
     """
     optimizer = dispatcher_optimizer()
     if optimizer is None:
-        log.warning(
-            "BATCH_WAIT_MS / BATCH_MIN_WAIT_MS not applied: BentoML's dispatcher internals "
-            "changed (%s); lone requests may wait for batches after a burst",
-            versions(),
-        )
-        return False
+        return _not_applied("BATCH_WAIT_MS / BATCH_MIN_WAIT_MS",
+                            "lone requests may wait for batches after a burst")  # fmt: skip
     learn = getattr(optimizer, "uncapped_trigger_refresh", None) or optimizer.trigger_refresh
 
     def trigger_refresh(self: Any) -> None:
@@ -125,12 +131,7 @@ def concurrent_batches(n: int) -> bool:
         CorkDispatcher = None
     params = inspect.signature(CorkDispatcher.__init__).parameters if CorkDispatcher else {}
     if "shared_sema" not in params:
-        log.warning(
-            "concurrent batches not applied: BentoML's dispatcher internals changed (%s); "
-            "the dispatcher runs one batch at a time",
-            versions(),
-        )
-        return False
+        return _not_applied("concurrent batches", "the dispatcher runs one batch at a time")
     init = getattr(CorkDispatcher, "single_batch_init", None) or CorkDispatcher.__init__
 
     def __init__(self: Any, *args: Any, shared_sema: Any = None, **kwargs: Any) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import LABELS, build_tiny_model, tiny_dataset, write_jsonl
+from tests.tiny import LABELS, build_tiny_model, tiny_dataset, write_jsonl, write_run_info
 
 # Set before anything imports bentoml / transformers / datasets: they read these on import.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-home-")
@@ -44,18 +44,7 @@ def tiny_run_dir(tmp_path_factory, tiny_model_dir) -> Path:
     for split, seed in [("train", 0), ("validation", 1), ("test", 2)]:
         rows = [{"text": r["text"], "label": label_id[r["label"]]} for r in tiny_dataset(40, seed)]
         write_jsonl(run_dir / "data" / f"{split}.jsonl", rows)
-    info = {
-        "run_id": "tiny-run",
-        "base_model": str(tiny_model_dir),
-        "labels": LABELS,
-        "max_length": 32,
-        "data_fingerprint": "0" * 64,
-        "data_source": "tests.tiny",
-        "git_sha": None,
-        "created_at": "2026-01-01T00:00:00+00:00",
-    }
-    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
-    (run_dir / "metrics.json").write_text(json.dumps({"validation": {}, "test": {}}))
+    write_run_info(run_dir, str(tiny_model_dir))
     return run_dir
 
 

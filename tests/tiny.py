@@ -162,9 +162,15 @@ def make_tiny_run(run_dir: Path, arch: str = "bert", train_rows: int = 200, seed
         write_jsonl(run_dir / "data" / f"{split}.jsonl", part)
     build_tiny_model(run_dir / "model", seed=seed, arch=arch)
     train_tiny_model(run_dir / "model", train, seed=seed)
+    write_run_info(run_dir, f"tiny-{arch}")
+    return run_dir
+
+
+def write_run_info(run_dir: Path, base_model: str) -> None:
+    """The run_info.json and (empty) metrics.json of a tiny run dir (docs/contracts.md)."""
     info = {
         "run_id": run_dir.name,
-        "base_model": f"tiny-{arch}",
+        "base_model": base_model,
         "labels": LABELS,
         "max_length": 32,
         "data_fingerprint": "0" * 64,
@@ -174,4 +180,3 @@ def make_tiny_run(run_dir: Path, arch: str = "bert", train_rows: int = 200, seed
     }
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
     (run_dir / "metrics.json").write_text(json.dumps({"validation": {}, "test": {}}))
-    return run_dir

@@ -99,6 +99,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help=f"weight of the teacher's soft labels vs the true labels (default {d.distill_alpha})",
     )
+    k.add_argument(
+        "--distill-augmented",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use the teacher file's augmented transfer texts, if any (default: yes)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--output-dir", help=f"default {d.output_dir}")
     o.add_argument("--run-name")

@@ -62,6 +62,8 @@ class TrainConfig:
     """Softmax temperature T of the teacher's and the student's distributions."""
     distill_alpha: float = 0.5
     """Weight of the soft-label term: loss = (1 - alpha) CE(labels) + alpha T^2 KL(teacher || student)."""
+    distill_augmented: bool = True
+    """Add the teacher file's augmented transfer texts (soft labels only), if it has them."""
 
     # --- optimisation -----------------------------------------------------------------------
     epochs: float = 4

@@ -92,10 +92,13 @@ def point_latest(run_dir: Path) -> None:
     tmp.replace(latest)
 
 
-def _tokenized(data: Dataset, tokenizer, max_length: int, teacher=None):
+def _tokenized(data: Dataset, tokenizer, max_length: int, teacher=None, augmented: bool = True):
     """Tokenized splits; with `teacher` (TeacherLogits), the train split carries each row's
-    `teacher_logits`."""
+    `teacher_logits`, plus the teacher's augmented transfer texts (soft labels only) if its file
+    has them and `augmented`."""
     import datasets
+
+    from training.distill import IGNORE_INDEX
 
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
@@ -110,6 +113,16 @@ def _tokenized(data: Dataset, tokenizer, max_length: int, teacher=None):
         encoded["train"] = encoded["train"].add_column(
             "teacher_logits", teacher.logits["train"].tolist()
         )
+        transfer = teacher.augmented(data.splits["train"]["text"]) if augmented else None
+        if transfer is not None:
+            texts, logits = transfer
+            extra = datasets.Dataset.from_dict(
+                {"text": texts, "labels": [IGNORE_INDEX] * len(texts)}
+            ).map(encode, batched=True, remove_columns=["text"])
+            extra = extra.add_column("teacher_logits", logits.tolist())
+            encoded["train"] = datasets.concatenate_datasets([encoded["train"], extra])
+            log.info("transfer set: %d training rows + %d augmented rows (soft labels only)",
+                     len(data.splits["train"]), len(texts))  # fmt: skip
     # evaluation reads rows in order: sorted by length, its batches carry little padding
     for name in ("validation", "test"):
         lengths = [len(ids) for ids in encoded[name]["input_ids"]]
@@ -186,7 +199,7 @@ def run_training(config: TrainConfig) -> Path:
     )
     trainable = freeze_lower_layers(model, cfg.freeze_layers)
     log.info("trainable parameters: %s (freeze_layers=%d)", f"{trainable:,}", cfg.freeze_layers)
-    encoded = _tokenized(data, tokenizer, cfg.max_length, teacher)
+    encoded = _tokenized(data, tokenizer, cfg.max_length, teacher, cfg.distill_augmented)
 
     run_dir = new_run_dir(cfg)
     log.info("run directory: %s", run_dir)

@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import onnxruntime
 
-    from serving.inference import available_cpus
+    from common.provenance import machine_info as machine
 
-    return {
-        "cpu": cpu,
-        "cpus": available_cpus(),
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-    }
+    return {**machine(), "onnxruntime": onnxruntime.__version__}
 
 
 def write_report(

@@ -3,6 +3,7 @@
     python -m loadtest.bench.tune sub-batches   # texts / token budget per ONNX Runtime call
     python -m loadtest.bench.tune peer          # LitServe's workers, batch size, batch timeout
     python -m loadtest.bench.tune service --grid WORKERS=1,2 INFERENCE_PROCESSES=1,2
+    python -m loadtest.bench.tune before-after --ref 774906c   # an older commit's service, then this one
 
 `sub-batches` runs the in-process best arrangement (one process per CPU, one thread each) on
 the real length mix and on a mix with a few long texts among short ones (where padding to the
@@ -71,17 +72,21 @@ def drive_settings(
     duration_s: float,
     ready_path: str,
     env_of: Any = None,
+    cwd_of: Any = None,
 ) -> list[dict]:
     from loadtest.bench.load import write_bodies, wrk_step
     from loadtest.bench.run import warm_up
     from loadtest.servers import ServerProcess
+    from loadtest.traffic import REPO_ROOT
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="tune-") as tmp:
         bodies = {s: write_bodies(texts, s, Path(tmp) / f"{s}.jsonl") for s in (8, 1)}
         for setting in settings:
             env = env_of(setting) if env_of else None
-            with ServerProcess(make_command(setting), env=env, ready_path=ready_path) as server:
+            cwd = cwd_of(setting) if cwd_of else REPO_ROOT
+            with ServerProcess(make_command(setting), env=env, ready_path=ready_path,
+                               cwd=cwd) as server:  # fmt: skip
                 warm_up(server.url, bodies, None)
                 row = dict(setting)
                 for size in (8, 1):
@@ -112,11 +117,12 @@ def _grid(specs: Sequence[str]) -> list[dict[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from loadtest.traffic import DEFAULT_RUN_DIR, load_texts
+    from loadtest.traffic import DEFAULT_RUN_DIR, REPO_ROOT, load_texts
 
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench.tune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("what", choices=("sub-batches", "peer", "service"))
+    parser.add_argument("what", choices=("sub-batches", "peer", "service", "before-after"))
+    parser.add_argument("--ref", default="774906c", help="the older commit (before-after)")
     parser.add_argument("--model-tag", default="sentiment-classifier:latest")
     parser.add_argument("--data", type=Path, default=DEFAULT_RUN_DIR)
     parser.add_argument("--texts", type=int, default=2048)
@@ -139,6 +145,24 @@ def main(argv: Sequence[str] | None = None) -> None:
                     for c in itertools.product(*PEER_GRID.values())]  # fmt: skip
         rows = drive_settings(lambda s: peer_command(path, s), settings, texts,
                               args.connections, args.duration, "/health")  # fmt: skip
+    elif args.what == "before-after":
+        import subprocess
+
+        from loadtest.servers import bentoml_serve_command
+
+        with tempfile.TemporaryDirectory(prefix="before-") as old:
+            subprocess.run(["git", "worktree", "add", "--detach", old, args.ref], cwd=REPO_ROOT,
+                           check=True, capture_output=True)  # fmt: skip
+            try:
+                settings = [{"code": args.ref}, {"code": "this checkout"}]
+                rows = drive_settings(
+                    lambda s: bentoml_serve_command(), settings, texts, args.connections,
+                    args.duration, "/readyz", env_of=lambda s: {"MODEL_TAG": args.model_tag},
+                    cwd_of=lambda s: old if s["code"] == args.ref else REPO_ROOT,
+                )  # fmt: skip
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", old], cwd=REPO_ROOT,
+                               check=False, capture_output=True)  # fmt: skip
     else:
         from loadtest.servers import bentoml_serve_command
 

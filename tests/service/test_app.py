@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.service.cases import BAD_IDS, BAD_REQUESTS
+from tests.service.inprocess import service_client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,22 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def client(tiny_bento_model):
     """A TestClient over `SentimentClassifier.to_asgi()`, imported with MODEL_TAG = the tiny model."""
-    from starlette.testclient import TestClient
-
-    old = os.environ.get("MODEL_TAG")
-    os.environ["MODEL_TAG"] = str(tiny_bento_model)
-    sys.modules.pop("service", None)
-    try:
-        import service
-
-        with TestClient(service.SentimentClassifier.to_asgi()) as test_client:
-            yield test_client
-    finally:
-        sys.modules.pop("service", None)
-        if old is None:
-            os.environ.pop("MODEL_TAG", None)
-        else:
-            os.environ["MODEL_TAG"] = old
+    with service_client(MODEL_TAG=str(tiny_bento_model)) as test_client:
+        yield test_client
 
 
 def test_classify_answers_in_input_order(client, reference, review_rows):

@@ -247,14 +247,17 @@ def test_student_trains_on_a_tiny_teachers_logits(tmp_path, capsys):
     )
     out = tmp_path / "teacher.npz"
     capsys.readouterr()  # the Trainer prints its logs
-    assert distill_main(["logits", str(teacher_run), "--out", str(out)]) == 0
+    assert (
+        distill_main(["logits", str(teacher_run), "--out", str(out), "--augment-copies", "1"]) == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["run_id"] == teacher_run.name and printed["bytes"] < 10_000
     teacher = TeacherLogits.load(out)
     info = json.loads((teacher_run / "run_info.json").read_text())
     metrics = json.loads((teacher_run / "metrics.json").read_text())
     assert teacher.meta["data_fingerprint"] == info["data_fingerprint"]
-    assert teacher.meta["rows"] == {"train": 96, "validation": 12, "test": 12}
+    assert teacher.meta["rows"] == {"train": 96, "validation": 12, "test": 12, "augmented": 96}
+    assert teacher.meta["augmentation"]["copies"] == 1
     assert teacher.meta["command"].startswith("python -m training.distill logits ")
     # the teacher's scores, recomputed from its logits, are those its run measured
     for split in ("validation", "test"):
@@ -266,6 +269,7 @@ def test_student_trains_on_a_tiny_teachers_logits(tmp_path, capsys):
     on_the_fly, record = resolve_teacher(on_the_fly_cfg, load_dataset(on_the_fly_cfg))
     assert record["used"] and record["teacher_logits"] == str(teacher_run)
     np.testing.assert_allclose(on_the_fly.logits["train"], teacher.logits["train"], atol=1e-2)
+    assert on_the_fly.augmented(["x"]) is None  # scored on the fly: no transfer texts
 
     student_model = build_tiny_model(tmp_path / "bert")
     (tmp_path / "student.yaml").write_text("early_stopping_patience: 20\n")
@@ -282,6 +286,7 @@ def test_student_trains_on_a_tiny_teachers_logits(tmp_path, capsys):
     record = info["distillation"]
     assert record["used"] is True and record["teacher"]["run_id"] == teacher_run.name
     assert (record["temperature"], record["alpha"]) == (3.0, 0.7)
+    assert record["augmentation"]["copies"] == 1  # the 96 augmented rows were in its training
     student_metrics = json.loads((student_run / "metrics.json").read_text())
     assert student_metrics["test"]["accuracy"] >= 0.75  # chance is 0.5
 
@@ -290,3 +295,29 @@ def test_student_trains_on_a_tiny_teachers_logits(tmp_path, capsys):
     assert train_main([*student_args, "--split-seed", "7"]) == 2
     assert "another data split" in capsys.readouterr().err
     assert sorted((tmp_path / "runs").iterdir()) == runs_before
+
+
+def test_augmented_transfer_texts_are_reproducible_and_checked(tmp_path):
+    from training.distill import augment_texts
+
+    texts = ["a truly moving and beautifully acted film", "dull", "the plot goes nowhere at all"]
+    once = augment_texts(texts, copies=2, seed=3)
+    assert once == augment_texts(texts, copies=2, seed=3) != augment_texts(texts, 2, seed=4)
+    assert len(once) == 6 and once[1] == once[4] == "dull"  # too short to perturb
+    for original, copy in zip(texts * 2, once, strict=True):
+        assert set(copy.split()) <= set(original.split())  # words dropped or a span, never new
+
+    _, data = _data(tmp_path)
+    teacher = _fake_teacher(data)
+    train = data.splits["train"]["text"].tolist()
+    extra = augment_texts(train, copies=1, seed=0)
+    teacher.logits["augmented"] = np.zeros((len(extra), 2), np.float32)
+    teacher.meta["rows"]["augmented"] = len(extra)
+    teacher.meta["augmentation"] = {
+        "method": "word-dropout-or-span/1", "copies": 1, "seed": 0,
+        "texts_sha256": texts_sha256(extra),
+    }  # fmt: skip
+    texts, logits = TeacherLogits.load(teacher.save(tmp_path / "aug.npz")).augmented(train)
+    assert texts == extra and logits.shape == (len(extra), 2)
+    with pytest.raises(TeacherLogitsError, match="augmented texts differ"):
+        teacher.augmented(train[::-1])

@@ -3,13 +3,12 @@ static, small, self-contained, public, and in front of nothing else."""
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 
 import pytest
 
 from serving.webpage import UI_DIR, files
+from tests.service.inprocess import service_client
 from tests.ui.conftest import API_KEY
 
 PAGE_FILES = {"index.html", "app.js", "style.css"}
@@ -22,23 +21,8 @@ EXTERNAL_URL = re.compile(r"(?:https?:)?//[a-z0-9-]+(?:\.[a-z0-9-]+)+(?::\d+)?/"
 def client(tiny_bento_model):
     """A TestClient over `SentimentClassifier.to_asgi()`, imported with the tiny model and an
     API key."""
-    from starlette.testclient import TestClient
-
-    saved = {name: os.environ.get(name) for name in ("MODEL_TAG", "API_KEY")}
-    os.environ.update(MODEL_TAG=str(tiny_bento_model), API_KEY=API_KEY)
-    sys.modules.pop("service", None)
-    try:
-        import service
-
-        with TestClient(service.SentimentClassifier.to_asgi()) as test_client:
-            yield test_client
-    finally:
-        sys.modules.pop("service", None)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with service_client(MODEL_TAG=str(tiny_bento_model), API_KEY=API_KEY) as test_client:
+        yield test_client
 
 
 def test_the_page_is_three_small_files_with_nothing_from_elsewhere():
