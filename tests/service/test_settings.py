@@ -65,3 +65,25 @@ def test_api_key_from_a_file(tmp_path):
         ServiceSettings.from_env({"API_KEY_FILE": str(tmp_path / "nope")}).resolved_api_key()
     with pytest.raises(ValueError, match="not both"):
         ServiceSettings.from_env({"API_KEY": "k", "API_KEY_FILE": str(secret)})
+
+
+def test_the_readme_documents_every_setting_with_its_default():
+    """README section 3's table has a row per setting; a numeric default there is the code's."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        if line.startswith("| `") and line.count("|") >= 4:
+            name, default = (cell.strip() for cell in line.split("|")[1:3])
+            rows[name.strip("`")] = default
+    defaults = ServiceSettings.from_env({})
+    for field, info in ServiceSettings.model_fields.items():
+        if field == "bentoml_containerized":  # set by BentoML's Dockerfile, not by users
+            continue
+        env = field.upper()
+        assert env in rows, f"README lacks a row for {env}"
+        value = getattr(defaults, field)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if info.default is not None:
+                assert float(rows[env].replace(",", "")) == value, (env, rows[env], value)
