@@ -120,16 +120,25 @@ class ServerProcess:
 
 
 def stop_process_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group (server + workers), SIGKILL what is left after 15 s."""
-    if proc.poll() is not None:
-        return
+    """SIGTERM the process group (server + workers), SIGKILL what is left after 15 s.
+
+    What is left includes children that outlive their parent: a forked worker whose server
+    exited on SIGTERM would otherwise keep a core busy through the next measurement."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
     except ProcessLookupError:
+        pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
         pass
 
 
