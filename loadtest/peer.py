@@ -4,7 +4,7 @@ with LitServe's own dynamic batching and its documented settings, and the same r
 answer format as `POST /classify`:
 
     python -m loadtest.peer --model-dir ~/bentoml/models/sentiment-classifier/<version> \\
-        --port 8100 --workers 2 --max-batch-size 16 --batch-timeout 0.005
+        --port 8100 --workers 2 --max-batch-size 4 --batch-timeout 0.002
 
 `--workers` inference processes (`workers_per_device` on the CPU "device"), each with one
 single-thread ONNX Runtime session (the best arrangement on this machine, as for the service).
