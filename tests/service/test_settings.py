@@ -84,6 +84,6 @@ def test_the_readme_documents_every_setting_with_its_default():
         env = field.upper()
         assert env in rows, f"README lacks a row for {env}"
         value = getattr(defaults, field)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if info.default is not None:
-                assert float(rows[env].replace(",", "")) == value, (env, rows[env], value)
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if numeric and info.default is not None:
+            assert float(rows[env].replace(",", "")) == value, (env, rows[env], value)
