@@ -88,7 +88,7 @@ test: lint
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
-## Benchmark /classify vs its in-process limit and a FastAPI+PyTorch baseline (~8 min, reports/)
+## Benchmark /classify vs its in-process limit, a LitServe peer and FastAPI+PyTorch baselines (~13 min, reports/)
 bench: model
 	$(BIN)/python -m loadtest.bench --model-tag $(MODEL_TAG) $(ARGS)
 
