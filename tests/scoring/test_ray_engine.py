@@ -150,8 +150,11 @@ def test_cli_interrupted_then_rerun_is_exact(tiny_bento_model, tmp_path):
     """Ctrl-C on `python -m scoring --engine ray` (its own local Ray): exit 130, no output
     under the final name; the same command again: every row exactly once."""
     n = 6000
-    src, out = tmp_path / "in.parquet", tmp_path / "out.jsonl"
-    write(make_frame(n, seed=2), src)
+    src, out = tmp_path / "in", tmp_path / "out.jsonl"
+    src.mkdir()
+    df = make_frame(n, seed=2)
+    for k in range(12):  # one block per file: output streams out file by file, not at the end
+        write(df.iloc[k * 500 : (k + 1) * 500], src / f"part-{k:02d}.parquet")
     cmd = [sys.executable, "-m", "scoring", str(src), "--text-column", "review", "-o", str(out),
            "--engine", "ray", "--model", str(tiny_bento_model), "--no-progress",
            "--batch-size", "16", "--actors", "1"]  # fmt: skip

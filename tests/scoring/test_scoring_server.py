@@ -271,7 +271,7 @@ def test_interrupt_then_rerun_resumes(scoring_server, corpus, tmp_path, fmt):
 
 
 def test_cli_ctrl_c_then_rerun(scoring_server, tmp_path):
-    n = 3000
+    n = 20_000  # the slow first run must outlast the second run's start (imports, .pyc)
     df = make_frame(n, seed=1)
     src, dst = tmp_path / "in.parquet", tmp_path / "out.jsonl"
     write(df, src)
