@@ -16,7 +16,7 @@ import ray
 
 from scoring.config import ScoringConfig, ScoringError
 from scoring.score import score_file
-from tests.scoring.test_scoring_server import LONG_TEXT, make_frame, read, write
+from tests.scoring.test_scoring_server import LONG_TEXT, ctrl_c_able, make_frame, read, write
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -158,7 +158,8 @@ def test_cli_interrupted_then_rerun_is_exact(tiny_bento_model, tmp_path):
     cmd = [sys.executable, "-m", "scoring", str(src), "--text-column", "review", "-o", str(out),
            "--engine", "ray", "--model", str(tiny_bento_model), "--no-progress",
            "--batch-size", "16", "--actors", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(ctrl_c_able(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
     tmp = out.with_name(out.name + ".tmp")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -43,6 +43,14 @@ def write(df: pd.DataFrame, path) -> None:
         df.to_parquet(path, row_group_size=64)
 
 
+def ctrl_c_able(cmd: list[str]) -> list[str]:
+    """`cmd` with SIGINT as a terminal delivers it. A shell starts background jobs with SIGINT
+    ignored, Python then installs no KeyboardInterrupt handler, and Ctrl-C would do nothing;
+    the wrapper resets it and execs `cmd` in the same process (same pid)."""
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    return [sys.executable, "-c", reset + "os.execv(sys.argv[1], sys.argv[1:])", *cmd]
+
+
 def read(path) -> pd.DataFrame:
     if path.suffix == ".csv":
         return pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ADDED})
@@ -271,14 +279,14 @@ def test_interrupt_then_rerun_resumes(scoring_server, corpus, tmp_path, fmt):
 
 
 def test_cli_ctrl_c_then_rerun(scoring_server, tmp_path):
-    n = 20_000  # the slow first run must outlast the second run's start (imports, .pyc)
+    n = 3000
     df = make_frame(n, seed=1)
     src, dst = tmp_path / "in.parquet", tmp_path / "out.jsonl"
     write(df, src)
     args = [sys.executable, "-m", "scoring", str(src), "--text-column", "review", "-o", str(dst),
             "--url", scoring_server.url, "--no-progress"]  # fmt: skip
     slow = ["--chunk-size", "50", "--batch-size", "2", "--concurrency", "1"]
-    proc = subprocess.Popen(args + slow, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(ctrl_c_able(args + slow), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         ckpt = state_path(dst)
