@@ -21,14 +21,6 @@ from pathlib import Path
 from common.metrics import classification_metrics
 
 
-def _rows(path: Path) -> list[dict]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "data" / "test.jsonl"
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def measure(tag: str, rows: list[dict], latency_texts: int = 200) -> dict:
     import bentoml
 
@@ -70,17 +62,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=Path, required=True, help="a run dir or a .jsonl file")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    rows = _rows(args.rows)
+    from export.mcnemar import CompareError, read_rows
+    from loadtest.bench.report import table
+
+    try:
+        rows, _, _ = read_rows(args.rows, "test")
+    except CompareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     results = []
     for tag in args.tags:
         results.append(measure(tag, rows))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     keys = ["model", "base_model", "distilled", "test_accuracy", "test_macro_f1",
             "texts_per_s", "p50_one_text_ms", "size_mb"]  # fmt: skip
-    print("| " + " | ".join(keys) + " |")
-    print("|" + "---|" * len(keys))
-    for r in results:
-        print("| " + " | ".join(str(r[k]) for k in keys) + " |")
+    print(table(results, keys))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rows": str(args.rows), "models": results}, indent=2))

@@ -17,6 +17,14 @@ def machine_info() -> dict[str, Any]:
     return {**machine(), "onnxruntime": onnxruntime.__version__}
 
 
+def table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] | None = None) -> str:
+    """A Markdown table of `rows` (dicts), one column per key (default: the first row's)."""
+    keys = list(keys or rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def write_report(
     report: dict[str, Any], out_dir: Path, name: str, servers: Mapping[str, str]
 ) -> dict[str, Path]:

@@ -101,13 +101,6 @@ def drive_settings(
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _grid(specs: Sequence[str]) -> list[dict[str, str]]:
     axes = {}
     for spec in specs:
@@ -170,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             lambda s: bentoml_serve_command(), _grid(args.grid), texts, args.connections,
             args.duration, "/readyz", env_of=lambda s: {"MODEL_TAG": args.model_tag, **s},
         )  # fmt: skip
+    from loadtest.bench.report import table
+
     print(table(rows))
 
 
