@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.provenance import machine_info
+from loadtest.bench.report import machine_info
 from scoring.config import ScoringConfig
 from scoring.score import score_file
 
