@@ -82,10 +82,11 @@ base-image:
 lock: setup-dev
 	$(BIN)/python docker/lock.py
 
-## Lint and format check with ruff
+## Lint and format check with ruff; the import layers of pyproject's [tool.importlinter]
 lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 ## Format the code with ruff
 format: setup-dev
@@ -110,4 +111,4 @@ bench-smoke: setup-dev model
 
 ## Remove the virtual environment and caches (keeps runs/ and the model store)
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache
