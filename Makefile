@@ -16,16 +16,25 @@ PIPELINE_GROUPS := serve,train,export
 ALL_GROUPS      := serve,train,export,scoring,monitoring,distributed,dev
 STAMP     := $(VENV)/.pipeline-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
+# What reports/tradeoff.json and reports/mcnemar-distill.json compared: models of the model store
+# of the machine that wrote them and the run whose test rows they answered. A fresh clone has
+# neither: train and export its own and name them, e.g.
+# `make tradeoff TRADEOFF_MODELS="sentiment-classifier:latest ..." COMPARE_ROWS=runs/latest`.
+COMPARE_ROWS    ?= runs/20261124-165839-distill-aug1-T2-a0.5-e3-s42
+TRADEOFF_MODELS ?= sentiment-classifier:kfeydrxib6fuqax4 sentiment-classifier:kikptrxifkddwax4 \
+	sentiment-teacher:ou3bozxifwvpsax4
+MCNEMAR_MODELS  ?= sentiment-classifier:kfeydrxib6fuqax4 sentiment-classifier:kikptrxifkddwax4 \
+	sentiment-student:qdhwsaxifsnwqax4 sentiment-student:hzvfz5hif67maax4
 
 export BENTOML_DO_NOT_TRACK ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dev train export model serve build container base-image lock test test-fast lint format bench bench-smoke clean
+.PHONY: help setup setup-dev train export model serve build container base-image lock test test-fast lint format bench bench-smoke drift-demo scoring-engines tradeoff mcnemar clean
 
 ## Show this help
 help:
-	@awk '/^## /{doc=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(doc){split($$1,t,":"); printf "  \033[36m%-12s\033[0m %s\n", t[1], doc}; doc=""}' $(MAKEFILE_LIST)
+	@awk '/^## /{doc=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(doc){split($$1,t,":"); printf "  \033[36m%-16s\033[0m %s\n", t[1], doc}; doc=""}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -82,17 +91,18 @@ base-image:
 lock: setup-dev
 	$(BIN)/python docker/lock.py
 
-## Lint and format check with ruff
+## Lint and format check with ruff; the import layers of pyproject's [tool.importlinter]
 lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 ## Format the code with ruff
 format: setup-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Run ruff and the whole test suite (slow tests included), as CI does
+## Run the linters (ruff, import layers) and the whole test suite (slow tests included), as CI does
 test: lint
 	$(BIN)/python -m pytest
 
@@ -108,6 +118,22 @@ bench: setup-dev model
 bench-smoke: setup-dev model
 	$(BIN)/python -m loadtest.bench --smoke --model-tag $(MODEL_TAG) $(ARGS)
 
+## Drift demo: serve the model, send held-out, news and debate texts, write reports/drift/ (python -m experiments.drift_demo)
+drift-demo: setup-dev model
+	$(BIN)/python -m experiments.drift_demo --model $(MODEL_TAG) --run-dir runs/latest --out reports/drift $(ARGS)
+
+## HTTP vs Ray Data batch scoring of the run's corpus, ~5 min, reports/scoring-engines.* (python -m experiments.scoring_engines)
+scoring-engines: setup-dev model
+	$(BIN)/python -m experiments.scoring_engines --data 'runs/latest/data/*.jsonl' --model-tag $(MODEL_TAG) --out reports $(ARGS)
+
+## Accuracy vs speed of TRADEOFF_MODELS, reports/tradeoff.json (python -m experiments.tradeoff; models not in a fresh clone)
+tradeoff: setup-dev
+	$(BIN)/python -m experiments.tradeoff $(TRADEOFF_MODELS) --rows $(COMPARE_ROWS) --json reports/tradeoff.json $(ARGS)
+
+## McNemar of MCNEMAR_MODELS vs the first, reports/mcnemar-distill.json (python -m experiments.mcnemar; models not in a fresh clone)
+mcnemar: setup-dev
+	$(BIN)/python -m experiments.mcnemar $(MCNEMAR_MODELS) --rows $(COMPARE_ROWS) --json reports/mcnemar-distill.json $(ARGS)
+
 ## Remove the virtual environment and caches (keeps runs/ and the model store)
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache

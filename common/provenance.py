@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
 from collections.abc import Iterable
 from importlib import metadata
@@ -35,18 +34,3 @@ def package_versions(names: Iterable[str]) -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def machine_info() -> dict[str, object]:
-    """The CPU model, the CPUs this process may use (cgroup-aware) and the Python version."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from serving.inference import available_cpus
-
-    return {"cpu": cpu, "cpus": available_cpus(), "python": platform.python_version()}

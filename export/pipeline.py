@@ -15,11 +15,11 @@ from common.provenance import git_sha, package_versions
 from export.config import ExportConfig
 from export.convert import export_onnx, optimize_onnx
 from export.evaluate import OnnxClassifier, compare, evaluate_onnx, load_tokenizer
+from export.profile import run_profile
 from export.quantize import QUANTIZED_OPS, op_counts, quantize
 from export.rundir import load_run_dir
 from export.smooth import calibration_texts, smooth_graph
 from export.store import save_to_store
-from monitoring.profile import run_profile
 
 logger = logging.getLogger(__name__)
 

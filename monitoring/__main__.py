@@ -98,8 +98,8 @@ def run_profile_command(args: argparse.Namespace) -> int:
     import bentoml
     from bentoml.exceptions import BentoMLException
 
+    from export.profile import run_profile
     from export.rundir import RunDirError, load_run_dir
-    from monitoring.profile import run_profile
     from serving.drift import PROFILE_FILE
     from serving.inference import Classifier
 

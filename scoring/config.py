@@ -11,7 +11,7 @@ FORMATS = ("csv", "jsonl", "parquet")
 ENGINES = ("http", "ray")
 API_KEY_ENV = "SENTIMENT_API_KEY"  # the key from the environment: out of shell history and `ps`
 HTTP_BATCH_SIZE = 64  # texts per request: the service's MAX_ITEMS
-RAY_BATCH_SIZE = 1024  # rows per actor call (measured: python -m scoring.compare)
+RAY_BATCH_SIZE = 1024  # rows per actor call (measured: python -m experiments.scoring_engines)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _EXTENSIONS = {
     ".csv": "csv",
@@ -61,7 +61,8 @@ def detect_format(path: str | Path, override: str | None = None, *, output: bool
 @dataclass
 class ScoringConfig:
     """Options of one scoring run, for either engine. Defaults were chosen by measurement
-    (scoring/bench.py for the HTTP engine, scoring/compare.py for the Ray engine)."""
+    (experiments/scoring_grid.py for the HTTP engine, experiments/scoring_engines.py for the Ray
+    engine)."""
 
     input: str | Path  # HTTP engine: a local file; Ray engine: a file, directory, glob or URI
     output: str | Path  # HTTP engine: a local file; Ray engine: a local file or a URI

@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 
 def machine_info() -> dict[str, Any]:
+    """The CPU model, the CPUs this process may use (cgroup-aware, counted as the service counts
+    them), the Python and ONNX Runtime versions."""
     import onnxruntime
 
-    from common.provenance import machine_info as machine
+    from serving.inference import available_cpus
 
-    return {**machine(), "onnxruntime": onnxruntime.__version__}
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpus": available_cpus(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] | None = None) -> str:

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from export import ExportConfig, OnnxClassifier, quantize
-from export.compare import compare
+from export.evaluate import compare
 from export.quantize import op_counts
 from export.smooth import (
     SMOOTH_SUFFIX,

@@ -206,16 +206,6 @@ def test_log_settings_defaults_and_bad_values(monkeypatch, tmp_path):
             ServiceSettings.from_env(env)
 
 
-def test_cost_command_measures_each_setup(monitored_model, monitored_run_dir, capsys):
-    from monitoring.cost import main
-
-    args = ["--model", str(monitored_model), "--run-dir", str(monitored_run_dir), "--rounds", "2"]
-    assert main(args) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0].strip() for line in out] == ["log + drift", "log only", "drift only"]
-    assert all(float(line.split(":")[1].split()[0]) > 0 for line in out)
-
-
 def test_a_failing_sink_is_reported_once_a_minute_not_once_a_batch(clf, caplog):
     class FullDisk:
         def write(self, data):

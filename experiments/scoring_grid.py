@@ -1,8 +1,9 @@
 """Throughput of batch scoring against a running service, over a grid of batch sizes and
-concurrencies: `python -m scoring.bench INPUT --text-column text --url http://127.0.0.1:3000`.
+concurrencies:
+`python -m experiments.scoring_grid INPUT --text-column text --url http://127.0.0.1:3000`.
 
 Example (the bundled corpus, served by `make serve`):
-    python -m scoring.bench runs/latest/data/train.jsonl --text-column text \\
+    python -m experiments.scoring_grid runs/latest/data/train.jsonl --text-column text \\
         --batch-sizes 16,32,64 --concurrency 1,2,4,8
 """
 
@@ -26,7 +27,7 @@ def bench(
 ) -> list[dict]:
     """Score `input` once per (batch size, concurrency); return rows/s for each."""
     rows = []
-    with tempfile.TemporaryDirectory(prefix="scoring-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="scoring-grid-") as tmp:
         for bs in batch_sizes:
             for conc in concurrencies:
                 cfg = ScoringConfig(
@@ -42,7 +43,7 @@ def bench(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m scoring.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m experiments.scoring_grid", description=__doc__)
     p.add_argument("input")
     p.add_argument("--text-column", required=True)
     p.add_argument("--url", default="http://127.0.0.1:3000")

@@ -1,4 +1,4 @@
-"""What the prediction monitor costs per text, in-process: `python -m monitoring.cost`.
+"""What the prediction monitor costs per text, in-process: `python -m experiments.monitor_cost`.
 
 Runs the service's own `PredictionMonitor` (file log to a temp dir, drift window against the
 model's profile) on real batches of the run's test texts, already classified, and reports the
@@ -22,7 +22,7 @@ def cpu_seconds() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m monitoring.cost", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m experiments.monitor_cost", description=__doc__)
     p.add_argument("--model", default="sentiment-classifier:latest")
     p.add_argument("--run-dir", type=Path, default=Path("runs/latest"))
     p.add_argument("--batch-size", type=int, default=32)

@@ -1,4 +1,4 @@
-"""Drift, shown on the real model: `python -m monitoring.demo [--model TAG] [--run-dir DIR]`.
+"""Drift, shown on the real model: `python -m experiments.drift_demo [--model TAG] [--run-dir DIR]`.
 
 Starts `bentoml serve` with the prediction log in a fresh directory, then sends, at a steady
 rate, three kinds of traffic: the run's own test split (held out: should raise no alarm), news
@@ -60,7 +60,7 @@ def live_scores(metrics: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m monitoring.demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m experiments.drift_demo", description=__doc__)
     p.add_argument("--model", default="sentiment-classifier:latest")
     p.add_argument("--run-dir", type=Path, default=Path("runs/latest"))
     p.add_argument("--cache-dir", type=Path, default=Path(".cache"))

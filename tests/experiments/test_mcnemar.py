@@ -1,4 +1,5 @@
-"""`python -m export.mcnemar`: stored models and run dirs answer the same rows, paired test."""
+"""`python -m experiments.mcnemar`: stored models and run dirs answer the same rows, paired
+test."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from export.mcnemar import main, mcnemar
+from experiments.mcnemar import main, mcnemar
 
 
 def test_mcnemar_counts_and_exact_p_value():

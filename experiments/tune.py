@@ -1,9 +1,9 @@
 """Tuning runs behind the defaults (figures in reports/tuning.md):
 
-    python -m loadtest.bench.tune sub-batches   # texts / token budget per ONNX Runtime call
-    python -m loadtest.bench.tune peer          # LitServe's workers, batch size, batch timeout
-    python -m loadtest.bench.tune service --grid WORKERS=1,2 INFERENCE_PROCESSES=1,2
-    python -m loadtest.bench.tune before-after --ref 774906c   # an older commit's service, then this one
+    python -m experiments.tune sub-batches   # texts / token budget per ONNX Runtime call
+    python -m experiments.tune peer          # LitServe's workers, batch size, batch timeout
+    python -m experiments.tune service --grid WORKERS=1,2 INFERENCE_PROCESSES=1,2
+    python -m experiments.tune before-after --ref 774906c   # an older commit's service, then this one
 
 `sub-batches` runs the in-process best arrangement (one process per CPU, one thread each) on
 the real length mix and on a mix with a few long texts among short ones (where padding to the
@@ -112,7 +112,7 @@ def _grid(specs: Sequence[str]) -> list[dict[str, str]]:
 def main(argv: Sequence[str] | None = None) -> None:
     from loadtest.traffic import DEFAULT_RUN_DIR, REPO_ROOT, load_texts
 
-    parser = argparse.ArgumentParser(prog="python -m loadtest.bench.tune", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m experiments.tune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("what", choices=("sub-batches", "peer", "service", "before-after"))
     parser.add_argument("--ref", default="774906c", help="the older commit (before-after)")

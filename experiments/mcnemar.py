@@ -1,4 +1,5 @@
-"""Paired comparison of models on the same rows: `python -m export.mcnemar BASE OTHER [OTHER...]`.
+"""Paired comparison of models on the same rows:
+`python -m experiments.mcnemar BASE OTHER [OTHER...]`.
 
 Each model is a stored model tag (`sentiment-classifier:<version>`, run as served: ONNX through
 the serving runtime) or a training run directory (its FP32 HF model, through PyTorch). Every
@@ -193,7 +194,7 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.mcnemar", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m experiments.mcnemar", description=__doc__)
     p.add_argument("models", nargs="+", help="BASE OTHER [OTHER ...]: model tags or run dirs")
     p.add_argument("--rows", help="run dir (its data/<split>.jsonl) or a .jsonl file")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))

@@ -1,4 +1,5 @@
-"""`python -m export.tradeoff`: the accuracy-vs-speed table of stored models, on the tiny model."""
+"""`python -m experiments.tradeoff`: the accuracy-vs-speed table of stored models, on the tiny
+model."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from export.tradeoff import main
+from experiments.tradeoff import main
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
-"""`python -m scoring.compare` end to end on the tiny model: the command behind the README's
-engine figures keeps working (real `bentoml serve`, real local Ray, real CLI runs)."""
+"""`python -m experiments.scoring_engines` end to end on the tiny model: the command behind
+the README's engine figures keeps working (real `bentoml serve`, real local Ray, real CLI runs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from scoring.compare import break_even, main
+from experiments.scoring_engines import break_even, main
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.ray]
 

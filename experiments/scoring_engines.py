@@ -1,6 +1,6 @@
-"""The two engines on one corpus, in one run: `python -m scoring.compare`.
+"""The two engines on one corpus, in one run: `python -m experiments.scoring_engines`.
 
-    python -m scoring.compare --data "runs/latest/data/*.jsonl" \\
+    python -m experiments.scoring_engines --data "runs/latest/data/*.jsonl" \\
         --model-tag sentiment-classifier:latest
 
 1. The corpus is written to one JSONL file, which both engines read.
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.provenance import machine_info
+from loadtest.bench.report import machine_info
 from scoring.config import ScoringConfig
 from scoring.score import score_file
 
@@ -94,7 +94,7 @@ def compare(a: argparse.Namespace) -> dict:
 
     from loadtest.servers import ServerProcess, bentoml_serve_command
 
-    tmp = Path(tempfile.mkdtemp(prefix="scoring-compare-"))
+    tmp = Path(tempfile.mkdtemp(prefix="scoring-engines-"))
     corpus, tiny_input = tmp / "corpus.jsonl", tmp / "tiny.jsonl"
     n = write_corpus(a.data, a.text_column, corpus)
     lines = corpus.read_text(encoding="utf-8").split("\n")
@@ -103,7 +103,7 @@ def compare(a: argparse.Namespace) -> dict:
     import bentoml
 
     report: dict = {
-        "command": "python -m scoring.compare " + shlex.join(sys.argv[1:]),
+        "command": "python -m experiments.scoring_engines " + shlex.join(sys.argv[1:]),
         "machine": machine_info(),
         "model_version": str(bentoml.models.get(a.model_tag).tag),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -293,7 +293,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m scoring.compare", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.scoring_engines", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--data", default="runs/latest/data/*.jsonl", help="JSONL glob (the corpus)")
     p.add_argument("--text-column", default="text")

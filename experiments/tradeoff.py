@@ -1,4 +1,5 @@
-"""The accuracy-vs-speed choice, measured in one run: `python -m export.tradeoff TAG [TAG ...]`.
+"""The accuracy-vs-speed choice, measured in one run:
+`python -m experiments.tradeoff TAG [TAG ...]`.
 
 For each stored model, as the service runs it (ONNX through `serving.inference`): test accuracy
 and macro-F1 on the rows of `--rows` (a run dir's test split, or a .jsonl), texts/s in-process in
@@ -56,13 +57,13 @@ def measure(tag: str, rows: list[dict], latency_texts: int = 200) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.tradeoff", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m experiments.tradeoff", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("tags", nargs="+", help="stored models, e.g. sentiment-classifier:<v>")
     parser.add_argument("--rows", type=Path, required=True, help="a run dir or a .jsonl file")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    from export.mcnemar import CompareError, read_rows
+    from experiments.mcnemar import CompareError, read_rows
     from loadtest.bench.report import table
 
     try:

@@ -1,4 +1,4 @@
-"""Compare quantization settings on a run: `python -m export.compare [RUN_DIR]`.
+"""Compare quantization settings on a run: `python -m experiments.quantization [RUN_DIR]`.
 
 Exports FP32 once, quantizes it with each named variant, and prints accuracy, agreement with
 FP32, size and texts/s (interleaved best-of-N timing), so the default in `ExportConfig` is
@@ -93,7 +93,7 @@ def compare_variants(
     labels = np.array([r["label"] for r in rows])
     tokenizer = load_tokenizer(run.model_dir / "tokenizer.json", run.max_length)
     names = names or list(VARIANTS)
-    with tempfile.TemporaryDirectory(prefix="export-compare-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="quantization-") as tmp:
         work = Path(tmp)
         graphs = {"plain": export_onnx(run.model_dir, work / "fp32")}
         if any(VARIANTS[n][1] == "optimized" for n in names):
@@ -152,7 +152,7 @@ def format_results(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.compare", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m experiments.quantization", description=__doc__)
     p.add_argument("run_dir", nargs="?", type=Path, default=Path("runs/latest"))
     p.add_argument("--variants", default="", help="comma-separated names (default: all)")
     p.add_argument("--bench-rows", type=int, default=512)

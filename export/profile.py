@@ -1,4 +1,6 @@
-"""The reference profile of a model, made at export time with the served model itself.
+"""The reference profile of a model, made at export time with the served model itself and
+stored with it (`export.pipeline`); `python -m monitoring profile` makes one for a model
+exported before drift monitoring.
 
 Input features (characters, tokens, truncation, unknown tokens) come from the run's training and
 validation rows; prediction features (confidence, label mix) from the validation rows only: on
