@@ -19,9 +19,10 @@ DEV_STAMP := $(VENV)/.dev-stamp
 
 export BENTOML_DO_NOT_TRACK ?= true
 export TOKENIZERS_PARALLELISM ?= false
+export NO_MKDOCS_2_WARNING ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dev train export model serve build container base-image lock test test-fast lint format bench bench-smoke clean
+.PHONY: help setup setup-dev train export model serve build container base-image lock test test-fast lint format docs docs-serve bench bench-smoke clean
 
 ## Show this help
 help:
@@ -82,15 +83,26 @@ base-image:
 lock: setup-dev
 	$(BIN)/python docker/lock.py
 
-## Lint and format check with ruff
+## Lint and format check with ruff; build the docs site with --strict (a broken link fails)
 lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@# not --quiet: it hides the warnings that --strict counts, and the build passes anyway
+	@site=$$(mktemp -d) && $(BIN)/mkdocs build --strict --site-dir $$site; \
+		status=$$?; rm -rf $$site; exit $$status
 
 ## Format the code with ruff
 format: setup-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## Build the docs site (docs/, mkdocs.yml) into site/, strictly
+docs: setup-dev
+	$(BIN)/mkdocs build --strict
+
+## Serve the docs site on http://localhost:8000, rebuilt on every change
+docs-serve: setup-dev
+	$(BIN)/mkdocs serve
 
 ## Run ruff and the whole test suite (slow tests included), as CI does
 test: lint
@@ -100,7 +112,7 @@ test: lint
 test-fast: setup-dev
 	$(BIN)/python -m pytest -m "not slow"
 
-## Benchmark /classify vs its in-process limit, a LitServe peer and FastAPI+PyTorch baselines (~13 min, reports/)
+## Benchmark /classify vs its in-process limit, a LitServe peer and FastAPI+PyTorch baselines (~12.5 min, reports/)
 bench: setup-dev model
 	$(BIN)/python -m loadtest.bench --model-tag $(MODEL_TAG) $(ARGS)
 
@@ -108,6 +120,6 @@ bench: setup-dev model
 bench-smoke: setup-dev model
 	$(BIN)/python -m loadtest.bench --smoke --model-tag $(MODEL_TAG) $(ARGS)
 
-## Remove the virtual environment and caches (keeps runs/ and the model store)
+## Remove the virtual environment, caches and the built docs site (keeps runs/ and the model store)
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site
