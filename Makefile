@@ -46,7 +46,7 @@ setup: $(STAMP)
 ## Add every other group to .venv: scoring, Ray, monitoring, test and benchmark tools
 setup-dev: $(DEV_STAMP)
 
-## Fine-tune the classifier (offline defaults; ARGS="--quick" for a 3-minute demo run)
+## Fine-tune the classifier (offline defaults; ARGS="--quick" for a 2,000-row smoke run, under a minute)
 train: setup
 	$(BIN)/python -m training $(ARGS)
 
