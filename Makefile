@@ -28,9 +28,10 @@ MCNEMAR_MODELS  ?= sentiment-classifier:kfeydrxib6fuqax4 sentiment-classifier:ki
 
 export BENTOML_DO_NOT_TRACK ?= true
 export TOKENIZERS_PARALLELISM ?= false
+export NO_MKDOCS_2_WARNING ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dev train export model serve build container base-image lock test test-fast lint format bench bench-smoke drift-demo scoring-engines tradeoff mcnemar clean
+.PHONY: help setup setup-dev train export model serve build container base-image lock test test-fast lint format bench bench-smoke drift-demo scoring-engines tradeoff mcnemar docs docs-serve clean
 
 ## Show this help
 help:
@@ -54,7 +55,7 @@ setup: $(STAMP)
 ## Add every other group to .venv: scoring, Ray, monitoring, test and benchmark tools
 setup-dev: $(DEV_STAMP)
 
-## Fine-tune the classifier (offline defaults; ARGS="--quick" for a 3-minute demo run)
+## Fine-tune the classifier (offline defaults; ARGS="--quick" for a 2,000-row smoke run, under a minute)
 train: setup
 	$(BIN)/python -m training $(ARGS)
 
@@ -91,18 +92,29 @@ base-image:
 lock: setup-dev
 	$(BIN)/python docker/lock.py
 
-## Lint and format check with ruff; the import layers of pyproject's [tool.importlinter]
+## Lint: ruff, the import layers of pyproject's [tool.importlinter], the docs site built with --strict
 lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	@# not --quiet: it hides the warnings that --strict counts, and the build passes anyway
+	@site=$$(mktemp -d) && $(BIN)/mkdocs build --strict --site-dir $$site; \
+		status=$$?; rm -rf $$site; exit $$status
 
 ## Format the code with ruff
 format: setup-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Run the linters (ruff, import layers) and the whole test suite (slow tests included), as CI does
+## Build the docs site (docs/, mkdocs.yml) into site/, strictly
+docs: setup-dev
+	$(BIN)/mkdocs build --strict
+
+## Serve the docs site on http://localhost:8000, rebuilt on every change
+docs-serve: setup-dev
+	$(BIN)/mkdocs serve
+
+## Run the linters (ruff, import layers, docs build) and the whole test suite (slow tests included), as CI does
 test: lint
 	$(BIN)/python -m pytest
 
@@ -110,7 +122,7 @@ test: lint
 test-fast: setup-dev
 	$(BIN)/python -m pytest -m "not slow"
 
-## Benchmark /classify vs its in-process limit, a LitServe peer and FastAPI+PyTorch baselines (~13 min, reports/)
+## Benchmark /classify vs its in-process limit, a LitServe peer and FastAPI+PyTorch baselines (~12.5 min, reports/)
 bench: setup-dev model
 	$(BIN)/python -m loadtest.bench --model-tag $(MODEL_TAG) $(ARGS)
 
@@ -137,3 +149,6 @@ mcnemar: setup-dev
 ## Remove the virtual environment and caches (keeps runs/ and the model store)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache
+## Remove the virtual environment, caches and the built docs site (keeps runs/ and the model store)
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

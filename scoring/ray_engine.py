@@ -12,7 +12,7 @@ bytes): any cluster can run the job, with or without shared storage.
 
 The output is written under a temporary name and renamed to its final name only when every row
 is in it: a failed or interrupted job leaves nothing under the final name, and a rerun scores
-the whole input again (no resume: see the README for why).
+the whole input again (no resume: docs/scoring.md says why).
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def concurrent_batches(n: int) -> bool:
     The dispatcher runs one batch at a time: while it waits for a batch's answers, the inference
     processes that finished their share sit idle, and the next batch waits for the slowest
     sub-batch. With `n` = the inference processes, the next batch starts as soon as one is
-    free (measured in reports/tuning.md). Returns False, with a WARNING, and leaves BentoML as
+    free (measured in docs/results.md). Returns False, with a WARNING, and leaves BentoML as
     it is when its dispatcher internals have changed; call before the service's app is built.
     """
     import inspect

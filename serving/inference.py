@@ -29,7 +29,7 @@ ENCODING_FIELDS = {
     "attention_mask": "attention_mask",
     "token_type_ids": "type_ids",
 }
-DEFAULT_SUB_BATCH_SIZE = 8  # texts per ONNX Runtime call, at most (reports/tuning.md)
+DEFAULT_SUB_BATCH_SIZE = 8  # texts per ONNX Runtime call, at most (docs/results.md)
 DEFAULT_SUB_BATCH_TOKENS = 256  # padded tokens (rows x longest row) per call, at most
 
 

@@ -28,7 +28,7 @@ JSON_ENVELOPE_BYTES = 1024
 
 
 class ServiceSettings(BaseSettings):
-    """Every setting the service reads (the README's settings table lists the same)."""
+    """Every setting the service reads (docs/serving.md's settings table lists the same)."""
 
     model_config = SettingsConfigDict(
         case_sensitive=False,
@@ -96,7 +96,7 @@ class ServiceSettings(BaseSettings):
     api_key_file: Path | None = None
     """API_KEY_FILE: read the key from this file instead (a mounted secret)."""
     access_log: bool = False
-    """ACCESS_LOG: one log line per request (costs throughput, reports/tuning.md)."""
+    """ACCESS_LOG: one log line per request (costs throughput, docs/results.md)."""
 
     # --- prediction log and drift (serving.monitor) -------------------------------------------
     prediction_log: Literal["auto", "file", "stdout", "off"] = "auto"

@@ -9,7 +9,7 @@ from typing import Any
 from loadtest.traffic import DEFAULT_RUN_DIR, REPO_ROOT
 
 # Settings the peer (LitServe) runs with: its documented knobs, tuned on this machine
-# (`python -m experiments.tune peer`, reports/tuning.md).
+# (`python -m experiments.tune peer`, docs/results.md).
 PEER_DEFAULTS = {"workers": 2, "max_batch_size": 4, "batch_timeout": 0.002}
 
 

@@ -25,7 +25,7 @@ from tests.tiny import tiny_dataset
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 ROOT = Path(__file__).resolve().parents[2]
-READY_WITHIN_S = 60  # generous: the CI machine is shared; measured 2-6 s (README)
+READY_WITHIN_S = 60  # generous: the CI machine is shared; measured 2-6 s
 SHUTDOWN_WITHIN_S = 10  # Cloud Run's SIGTERM-to-SIGKILL window
 
 

@@ -94,7 +94,7 @@ def test_int8_embeddings_are_8_bit_and_file_is_small(fp32_onnx, int8_onnx):
     assert "bert.embeddings.word_embeddings.weight" not in inits  # no FP32 copy left
     assert inits["bert.embeddings.word_embeddings.weight_quantized"].data_type in int8_types
     # The weights shrink ~4x. (The tiny graph's file is mostly node overhead; a real MiniLM file
-    # lands near a quarter of FP32, see the README.)
+    # lands near a quarter of FP32, docs/results.md.)
     assert path.stat().st_size < fp32_onnx.stat().st_size
     assert _weight_bytes(path) < 0.35 * _weight_bytes(fp32_onnx)
 
