@@ -1,4 +1,4 @@
-"""Tuning runs behind the defaults (figures in reports/tuning.md):
+"""Tuning runs behind the defaults (figures in docs/results.md):
 
     python -m experiments.tune sub-batches   # texts / token budget per ONNX Runtime call
     python -m experiments.tune peer          # LitServe's workers, batch size, batch timeout
