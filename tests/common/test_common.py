@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,8 +57,24 @@ def test_metrics_from_probabilities():
     assert m["roc_auc"] == pytest.approx(1.0)
 
 
-def test_provenance():
-    sha = git_sha()
-    assert sha is None or len(sha) == 40
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_git_sha_is_the_checked_out_commit():
+    """The tests run in a git checkout (CI clones the repository): the commit checked out."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    assert len(head) == 40
+    assert git_sha() == head
+    assert git_sha(REPO_ROOT / "common") == head
+
+
+def test_git_sha_is_none_outside_a_repository(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no repo above it
+    assert git_sha(tmp_path) is None
+    assert git_sha(tmp_path / "missing") is None  # not even a directory
+
+
+def test_package_versions():
     versions = package_versions(["numpy", "surely-not-installed-pkg"])
-    assert versions["numpy"] and versions["surely-not-installed-pkg"] is None
+    assert versions == {"numpy": np.__version__, "surely-not-installed-pkg": None}
