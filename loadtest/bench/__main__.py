@@ -14,6 +14,7 @@ from typing import Any
 from common.cli import config_from_args
 from loadtest.bench import __doc__ as DOC
 from loadtest.bench.config import BenchConfig
+from loadtest.bench.load import MissingTool
 from loadtest.bench.run import run_bench
 
 
@@ -71,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = config_from_args(BenchConfig, args, base, **extra)
     argv = sys.argv[1:] if argv is None else list(argv)
     command = shlex.join(["python", "-m", "loadtest.bench", *argv])
-    report = run_bench(cfg, command)
+    try:
+        report = run_bench(cfg, command)
+    except MissingTool as e:
+        parser.exit(2, f"error: {e}\n")
     print(json.dumps(report["summary"], indent=2))
     print(f"report: {Path(cfg.out_dir) / cfg.name}.{{json,md,png}}")
     return report
