@@ -206,9 +206,9 @@ def teacher_logits_of_run(
     """Score a trained run's own train / validation / test rows with its model, and
     `augment_copies` perturbed copies of its training texts (`augment_texts`, the split
     "augmented"); `command` (the command line that asked for it) goes into the provenance."""
+    from common.metrics import classification_metrics, softmax
     from common.provenance import git_sha
     from training.data import fingerprint, load_splits
-    from training.metrics import classification_metrics
 
     run_dir = Path(run_dir)
     info_path = run_dir / "run_info.json"
@@ -224,7 +224,9 @@ def teacher_logits_of_run(
         log.info("teacher %s: scoring %d %s rows", info["run_id"], len(texts), split)
         logits[split] = predict_logits(run_dir / "model", texts, info["max_length"], batch_size)
         if split != "train":
-            m = classification_metrics(logits[split], splits[split]["label"], info["labels"])
+            m = classification_metrics(
+                splits[split]["label"], softmax(logits[split]), info["labels"]
+            )
             scores[split] = {k: m[k] for k in ("accuracy", "macro_f1", "roc_auc")}
     augmentation = None
     if augment_copies > 0:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from common.cli import comma_list, config_from_args, given
-from common.metrics import classification_metrics
+from common.metrics import classification_metrics, softmax
 from common.provenance import git_sha, package_versions
 
 
@@ -55,6 +55,14 @@ def test_metrics_from_probabilities():
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
     assert m["confusion_matrix"] == [[1, 0], [1, 2]] and m["support"] == 4
     assert m["roc_auc"] == pytest.approx(1.0)
+
+
+def test_softmax_of_logits():
+    logits = np.array([[1000.0, 1000.0], [0.0, np.log(3.0)], [-2.0, 2.0]], dtype=np.float32)
+    probs = softmax(logits)
+    assert probs.dtype == np.float64
+    np.testing.assert_allclose(probs[:2], [[0.5, 0.5], [0.25, 0.75]])  # no overflow at 1000
+    np.testing.assert_allclose(probs[2], [1 / (1 + np.e**4), np.e**4 / (1 + np.e**4)])
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
