@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.cli import comma_list, config_from_args, given
+from common.cli import comma_list, config_from_args, field_default, given, with_default
 from common.metrics import classification_metrics, softmax
 from common.provenance import git_sha, package_versions
 
@@ -21,6 +21,12 @@ class Config:
     name: str = "x"
     fast: bool = True
     items: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Options:
+    path: str
+    sizes: tuple[int, ...] = (8, 1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +52,17 @@ def test_flags_apply_on_top_of_a_base_and_fixed_values():
     cfg = config_from_args(Config, _parser().parse_args(["--slow"]), base, name="fixed")
     assert cfg == Config(size=5, name="fixed", fast=False)
     assert given({"size": None, "name": "a", "other": 1}, Config) == {"name": "a"}
+
+
+def test_help_texts_read_the_default_from_the_config():
+    assert with_default(Config, "size", "texts per call") == "texts per call (default: 8)"
+    assert with_default(Config, "name") == "default: x"
+    assert field_default(Config, "items") == [] and with_default(Config, "items") == "default: "
+    assert with_default(Options, "sizes") == "default: 8,1"
+    with pytest.raises(ValueError, match="Config has no field 'colour'"):
+        field_default(Config, "colour")
+    with pytest.raises(ValueError, match="Options.path has no default"):
+        field_default(Options, "path")
 
 
 def test_metrics_from_probabilities():
