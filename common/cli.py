@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -40,8 +41,16 @@ def config_from_args(
     return dataclasses.replace(base, **{**fixed, **overrides})
 
 
-def field_default(cls: type, name: str) -> Any:
-    """The default of dataclass `cls`'s field `name` (its `default_factory` called)."""
+def field_default(cls: Any, name: str) -> Any:
+    """The default of dataclass `cls`'s field `name` (its `default_factory` called), or of the
+    parameter `name` of a function `cls`."""
+    if not dataclasses.is_dataclass(cls):
+        param = inspect.signature(cls).parameters.get(name)
+        if param is None:
+            raise ValueError(f"{cls.__name__} has no parameter {name!r}")
+        if param.default is inspect.Parameter.empty:
+            raise ValueError(f"{cls.__name__}({name}) has no default")
+        return param.default
     for f in dataclasses.fields(cls):
         if f.name == name:
             if f.default is not dataclasses.MISSING:
@@ -52,8 +61,9 @@ def field_default(cls: type, name: str) -> Any:
     raise ValueError(f"{cls.__name__} has no field {name!r}")
 
 
-def with_default(cls: type, name: str, text: str = "") -> str:
-    """`text` and "(default: X)", X the default of `cls.name`; lists as comma-separated values."""
+def with_default(cls: Any, name: str, text: str = "") -> str:
+    """`text` and "(default: X)", X the default of `cls.name` (`field_default`); lists as
+    comma-separated values."""
     value = field_default(cls, name)
     if isinstance(value, list | tuple):
         value = ",".join(map(str, value))

@@ -64,6 +64,12 @@ def test_help_texts_read_the_default_from_the_config():
     with pytest.raises(ValueError, match="Options.path has no default"):
         field_default(Options, "path")
 
+    def score(path: str, batch_size: int = 64) -> None: ...
+
+    assert with_default(score, "batch_size", "texts per pass") == "texts per pass (default: 64)"
+    with pytest.raises(ValueError, match=r"score\(path\) has no default"):
+        field_default(score, "path")
+
 
 def test_metrics_from_probabilities():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
