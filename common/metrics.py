@@ -1,10 +1,21 @@
-"""Classification metrics of one split (scikit-learn): accuracy, macro-F1, ROC-AUC, confusion."""
+"""Classification metrics of one split (scikit-learn): accuracy, macro-F1, ROC-AUC, confusion.
+
+One function for every stage, true labels first: `classification_metrics(labels, probs, names)`;
+a stage holding logits (training) passes `softmax(logits)`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities [n, classes] of logits [n, classes], computed in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
 
 
 def classification_metrics(labels: Sequence[int], probs: np.ndarray, names: Sequence[str]) -> dict:

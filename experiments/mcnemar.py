@@ -110,7 +110,7 @@ def predict(model: Model, texts: list[str]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def read_rows(spec: Path, split: str) -> tuple[list[dict], str | None, Path]:
+def resolve_rows(spec: Path, split: str) -> tuple[list[dict], str | None, Path]:
     """Rows of a run dir's split (with its data fingerprint) or of a .jsonl file (none)."""
     if spec.is_dir():
         path = spec / "data" / f"{split}.jsonl"
@@ -138,7 +138,7 @@ def compare_models(
         if not runs:
             raise CompareError("--rows is needed when no model is a run directory")
         rows_spec = str(runs[0].path)
-    rows, fingerprint, rows_path = read_rows(Path(rows_spec), split)
+    rows, fingerprint, rows_path = resolve_rows(Path(rows_spec), split)
     labels = models[0].labels
     for m in models:
         if m.labels != labels:

@@ -63,11 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=Path, required=True, help="a run dir or a .jsonl file")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    from experiments.mcnemar import CompareError, read_rows
+    from experiments.mcnemar import CompareError, resolve_rows
     from loadtest.bench.report import table
 
     try:
-        rows, _, _ = read_rows(args.rows, "test")
+        rows, _, _ = resolve_rows(args.rows, "test")
     except CompareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 
-from common.cli import comma_list, config_from_args
+from common.cli import comma_list, config_from_args, with_default
 from export.config import ISAS, OPTIMIZE_MODES, ExportConfig
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
-    d = ExportConfig()
+    d = partial(with_default, ExportConfig)  # "text (default: X)", X from ExportConfig
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     p.add_argument(
         "run_dir",
@@ -21,11 +22,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
         default=Path("runs/latest"),
         help="training run directory (default: runs/latest)",
     )
-    p.add_argument("--name", dest="model_name", help=f"BentoML model name (default {d.model_name})")
+    p.add_argument("--name", dest="model_name", help=d("model_name", "BentoML model name"))
     p.add_argument("--no-quantize", dest="quantize", action="store_false", default=None,
                    help="store the FP32 graph")  # fmt: skip
     p.add_argument(
-        "--isa", choices=ISAS, help="CPU instruction set to quantize for (default: detect)"
+        "--isa", choices=ISAS, help=d("isa", "CPU instruction set to quantize for; auto: detect")
     )
     p.add_argument("--per-tensor", dest="per_channel", action="store_false", default=None,
                    help="per-tensor instead of per-channel")  # fmt: skip
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
         "--operators",
         dest="operators_to_quantize",
         type=comma_list,
-        help=f"ONNX operators to quantize, comma-separated (default: {','.join(d.operators_to_quantize)})",
+        help=d("operators_to_quantize", "ONNX operators to quantize, comma-separated"),
     )
     p.add_argument("--exclude-nodes", dest="nodes_to_exclude", type=comma_list,
                    help="node names to keep FP32, comma-separated")  # fmt: skip
@@ -49,22 +50,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
     p.add_argument(
         "--calibration-rows",
         type=int,
-        help=f"training texts used to calibrate the smoothing (default: {d.calibration_rows})",
+        help=d("calibration_rows", "training texts used to calibrate the smoothing"),
     )
     p.add_argument("--quantize-head", dest="keep_head_fp32", action="store_false", default=None,
                    help="quantize the pooler/classifier head too (default: keep it FP32)")  # fmt: skip
     p.add_argument("--optimize", choices=OPTIMIZE_MODES,
-                   help="ORT graph optimization: auto keeps it only if faster (default: auto)")  # fmt: skip
-    p.add_argument("--optimization-level", choices=("O1", "O2", "O3"))
+                   help=d("optimize", "ORT graph optimization: auto keeps it only if faster"))  # fmt: skip
+    p.add_argument("--optimization-level", choices=("O1", "O2", "O3"), help=d("optimization_level"))
     p.add_argument(
         "--max-accuracy-drop",
         type=float,
-        help=f"refuse INT8 test accuracy this many points below FP32 (default: {d.max_accuracy_drop})",
+        help=d("max_accuracy_drop", "refuse INT8 test accuracy this many points below FP32"),
     )
     p.add_argument("--force", action="store_true", default=None,
                    help="store even if the accuracy gate fails")  # fmt: skip
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: all)")
-    p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    p.add_argument("--batch-size", type=int, help=d("batch_size", "texts per ONNX Runtime call"))
     p.add_argument("--max-eval-rows", type=int, help="cap rows per split")
     p.add_argument("--work-dir", type=Path, help="keep intermediate ONNX files here")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")

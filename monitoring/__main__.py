@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
-from common.cli import comma_list, config_from_args
+from common.cli import comma_list, config_from_args, with_default
 from monitoring.logs import LogError
 from monitoring.report import ReportConfig
 
 
 def report_parser(sub) -> None:
-    d = ReportConfig.__dataclass_fields__
+    d = partial(with_default, ReportConfig)  # "text (default: X)", X from ReportConfig
     p = sub.add_parser(
         "report",
         help="drift report of the prediction logs against the model's reference profile",
@@ -35,14 +36,14 @@ def report_parser(sub) -> None:
     ref.add_argument("--profile", help="a reference_profile.json (no model store needed)")
     p.add_argument("--since", help="ISO-8601 time or a duration back from now (30m, 24h, 7d)")
     p.add_argument("--until", help="same forms as --since; records before it")
-    p.add_argument("--out", help=f"output directory (default: {d['out'].default})")
-    p.add_argument("--warn", type=float, help=f"PSI of a warning (default: {d['warn'].default})")
+    p.add_argument("--out", help=d("out", "output directory"))
+    p.add_argument("--warn", type=float, help=d("warn", "PSI of a warning"))
     p.add_argument("--threshold", type=float,
-                   help=f"PSI of drift, exit 1 (default: {d['threshold'].default})")  # fmt: skip
+                   help=d("threshold", "PSI of drift, exit 1"))  # fmt: skip
     p.add_argument("--min-texts", type=int,
-                   help=f"fewer records: no verdict, exit 2 (default: {d['min_texts'].default})")  # fmt: skip
+                   help=d("min_texts", "fewer records: no verdict, exit 2"))  # fmt: skip
     p.add_argument("--intervals", type=int,
-                   help=f"points of the PSI-over-time plot (default: {d['intervals'].default})")  # fmt: skip
+                   help=d("intervals", "points of the PSI-over-time plot"))  # fmt: skip
 
 
 def profile_parser(sub) -> None:

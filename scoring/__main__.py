@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
-from common.cli import config_from_args, given
+from common.cli import config_from_args, field_default, given, with_default
 from scoring.config import (
     API_KEY_ENV,
     ENGINES,
@@ -21,7 +22,7 @@ RAY_ONLY = ("model", "actors", "address", "max_text_chars")
 
 
 def parse_args(argv: list[str] | None = None) -> ScoringConfig:
-    d = ScoringConfig.__dataclass_fields__
+    d = partial(with_default, ScoringConfig)  # "text (default: X)", X from ScoringConfig
     p = argparse.ArgumentParser(
         prog="python -m scoring",
         description="Score a CSV / JSONL / Parquet file: through a running POST /classify "
@@ -34,8 +35,8 @@ def parse_args(argv: list[str] | None = None) -> ScoringConfig:
     p.add_argument("--text-column", required=True, help="column holding the texts")
     p.add_argument("--output", "-o", required=True,
                    help="output file (.csv, .jsonl, .parquet); with --engine ray also a URI")  # fmt: skip
-    p.add_argument("--engine", choices=ENGINES, help="http: a running service (default); "
-                   "ray: Ray Data actors running the model, no HTTP")  # fmt: skip
+    p.add_argument("--engine", choices=ENGINES, help=d("engine", "http: a running service; "
+                   "ray: Ray Data actors running the model, no HTTP"))  # fmt: skip
     p.add_argument("--input-format", choices=FORMATS, help="override the input extension")
     p.add_argument("--output-format", choices=FORMATS, help="override the output extension")
     p.add_argument("--id-column", help="keep only this input column (plus the predictions)")
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> ScoringConfig:
                    help="no progress bar")  # fmt: skip
 
     http = p.add_argument_group("HTTP engine")
-    http.add_argument("--url", help=f"service base URL (default: {d['url'].default})")
+    http.add_argument("--url", help=d("url", "service base URL"))
     http.add_argument("--api-key", help=f"the service's API key, sent as Authorization: Bearer "
                       f"(better: the {API_KEY_ENV} environment variable, kept out of shell "
                       "history and `ps`)")  # fmt: skip
@@ -62,8 +63,7 @@ def parse_args(argv: list[str] | None = None) -> ScoringConfig:
         ("retries", int, "retries per request on connection errors and 5xx"),
         ("backoff", float, "first retry delay in seconds, doubled each retry"),
     ]:
-        default = d[name.replace("-", "_")].default
-        http.add_argument(f"--{name}", type=kind, help=f"{text} (default: {default})")
+        http.add_argument(f"--{name}", type=kind, help=d(name.replace("-", "_"), text))
 
     ray = p.add_argument_group("Ray engine")
     ray.add_argument("--model", help="stored-model tag, a directory holding model.onnx, "
@@ -73,10 +73,10 @@ def parse_args(argv: list[str] | None = None) -> ScoringConfig:
                      help="model actors, one CPU each (default: one per CPU of the cluster)")  # fmt: skip
     ray.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a "
                      "local Ray on this machine)")  # fmt: skip
-    ray.add_argument("--max-text-chars", type=int, help="longer texts get an error, like the "
-                     f"service's MAX_TEXT_CHARS (default: {d['max_text_chars'].default})")  # fmt: skip
+    ray.add_argument("--max-text-chars", type=int, help=d("max_text_chars", "longer texts get an "
+                     "error, like the service's MAX_TEXT_CHARS"))  # fmt: skip
     a = p.parse_args(argv)
-    engine = a.engine or d["engine"].default
+    engine = a.engine or field_default(ScoringConfig, "engine")
     other = RAY_ONLY if engine == "http" else HTTP_ONLY
     wrong = [f"--{k.replace('_', '-')}" for k in given(a, other)]
     if wrong:

@@ -95,7 +95,7 @@ def schema_limits(input_schema: dict) -> tuple[int | None, int | None]:
     return tuple(v if isinstance(v, int) and v > 0 else None for v in limits)
 
 
-class Classifier:
+class ClassifyClient:
     """A thread-safe caller of /classify (one `bentoml.SyncHTTPClient`, httpx pools connections).
 
     `requests` and `retried` count over every thread that calls `score`."""

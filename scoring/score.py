@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from scoring.client import Classifier
+from scoring.client import ClassifyClient
 from scoring.config import API_KEY_ENV, ScoringConfig, ScoringError, is_uri
 from scoring.io import (
     Checkpoint,
@@ -136,8 +136,8 @@ def _score_http(
 
     stop = threading.Event()
     api_key = cfg.api_key or os.environ.get(API_KEY_ENV)
-    clf = Classifier(cfg.url, cfg.timeout, cfg.retries, cfg.backoff, stop, api_key)
-    service = clf.connect()  # fail fast: unreachable service, no /classify, no key
+    client = ClassifyClient(cfg.url, cfg.timeout, cfg.retries, cfg.backoff, stop, api_key)
+    service = client.connect()  # fail fast: unreachable service, no /classify, no key
     labels = service.labels
     # Rows the service would reject get their error here, by the rule the Ray engine applies.
     batch_size = min(cfg.batch_size, service.max_items or cfg.batch_size)
@@ -195,7 +195,7 @@ def _score_http(
             else:
                 ok.append(i)
         batches = [ok[i : i + batch_size] for i in range(0, len(ok), batch_size)]
-        futures = [executor.submit(clf.score, [texts[j] for j in b]) for b in batches]
+        futures = [executor.submit(client.score, [texts[j] for j in b]) for b in batches]
         return df, results, list(zip(batches, futures, strict=True))
 
     def commit(df: pd.DataFrame, results: list, pending: list) -> None:
@@ -255,7 +255,7 @@ def _score_http(
         executor.shutdown(wait=False, cancel_futures=True)
         writer.close()
         bar.close()
-        clf.close()
+        client.close()
     return Summary(
         output=cfg.output,
         rows=ckpt.rows_done,
@@ -264,6 +264,6 @@ def _score_http(
         label_counts=dict(label_counts),
         skipped=dict(skipped),
         resumed_from=resumed_from,
-        requests=clf.requests,
-        retries=clf.retried,
+        requests=client.requests,
+        retries=client.retried,
     )

@@ -6,15 +6,16 @@ import argparse
 import json
 import logging
 import sys
+from functools import partial
 
-from common.cli import given
+from common.cli import config_from_args, with_default
 from training.bundled import BundleError
 from training.config import BUNDLED_TEACHER, TrainConfig, load_config
 from training.data import DataError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    d = TrainConfig()
+    d = partial(with_default, TrainConfig)  # "text (default: X)", X from TrainConfig
     p = argparse.ArgumentParser(
         prog="python -m training",
         description="Fine-tune a transformer for sentiment classification and write a run dir.",
@@ -29,12 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("data")
     g.add_argument(
         "--dataset",
-        help=f"bundled corpus, HF dataset name or .csv/.jsonl/.parquet path (default {d.dataset})",
+        help=d("dataset", "bundled corpus, HF dataset name or .csv/.jsonl/.parquet path"),
     )
     g.add_argument("--dataset-config", help="HF dataset configuration name")
-    g.add_argument("--dataset-split", help=f"HF split(s) to read (default {d.dataset_split})")
-    g.add_argument("--text-column", help=f"default {d.text_column}")
-    g.add_argument("--label-column", help=f"default {d.label_column}")
+    g.add_argument("--dataset-split", help=d("dataset_split", "HF split(s) to read"))
+    g.add_argument("--text-column", help=d("text_column"))
+    g.add_argument("--label-column", help=d("label_column"))
     g.add_argument(
         "--label-map",
         type=json.loads,
@@ -50,65 +51,72 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--split-seed",
         type=int,
-        help=f"seed of the train/validation/test split, apart from --seed (default {d.split_seed})",
+        help=d("split_seed", "seed of the train/validation/test split, apart from --seed"),
     )
     m = p.add_argument_group("model and optimisation")
     m.add_argument(
         "--model",
-        help=f"HF model name or path, or {BUNDLED_TEACHER} (default {d.model})",
+        help=d("model", f"HF model name or path, or {BUNDLED_TEACHER}"),
     )
-    m.add_argument("--max-length", type=int, help=f"default {d.max_length}")
+    m.add_argument("--max-length", type=int, help=d("max_length"))
     m.add_argument(
         "--freeze-layers",
         type=int,
-        help="freeze the embeddings and the lowest N encoder layers (default 0: train all)",
+        help=d(
+            "freeze_layers", "freeze the embeddings and the lowest N encoder layers (0: all train)"
+        ),
     )
-    m.add_argument("--epochs", type=float, help=f"default {d.epochs}")
-    m.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
-    m.add_argument("--learning-rate", type=float, help=f"default {d.learning_rate}")
-    m.add_argument("--warmup-ratio", type=float, help=f"default {d.warmup_ratio}")
-    m.add_argument("--lr-scheduler", help=f"default {d.lr_scheduler}")
+    m.add_argument("--epochs", type=float, help=d("epochs"))
+    m.add_argument("--batch-size", type=int, help=d("batch_size"))
+    m.add_argument("--learning-rate", type=float, help=d("learning_rate"))
+    m.add_argument("--warmup-ratio", type=float, help=d("warmup_ratio"))
+    m.add_argument("--lr-scheduler", help=d("lr_scheduler"))
     m.add_argument(
         "--checkpoint-soup",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help=f"greedy weight average of the epoch checkpoints (default {d.checkpoint_soup})",
+        help=d("checkpoint_soup", "greedy weight average of the epoch checkpoints"),
     )
     m.add_argument(
         "--evals-per-epoch",
         type=int,
-        help=f"validation passes and checkpoints per epoch (default {d.evals_per_epoch})",
+        help=d("evals_per_epoch", "validation passes and checkpoints per epoch"),
     )
-    m.add_argument("--label-smoothing", type=float, help=f"default {d.label_smoothing}")
-    m.add_argument("--seed", type=int, help=f"default {d.seed}")
-    m.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
+    m.add_argument("--label-smoothing", type=float, help=d("label_smoothing"))
+    m.add_argument("--seed", type=int, help=d("seed"))
+    m.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], help=d("precision"))
     m.add_argument("--num-threads", type=int, help="torch CPU threads (default: all cores)")
     k = p.add_argument_group("distillation (python -m training.distill writes teacher logits)")
     k.add_argument(
         "--teacher-logits",
-        help="teacher logits file or teacher run dir; auto = the committed file for the bundled "
-        "corpus if it fits the split; none = no teacher (default auto)",
+        help=d(
+            "teacher_logits",
+            "teacher logits file or teacher run dir; auto = the committed file for the bundled "
+            "corpus if it fits the split; none = no teacher",
+        ),
     )
     k.add_argument(
         "--distill-temperature",
         type=float,
-        help=f"softmax temperature T (default {d.distill_temperature})",
+        help=d("distill_temperature", "softmax temperature T"),
     )
     k.add_argument(
         "--distill-alpha",
         type=float,
-        help=f"weight of the teacher's soft labels vs the true labels (default {d.distill_alpha})",
+        help=d("distill_alpha", "weight of the teacher's soft labels vs the true labels"),
     )
     k.add_argument(
         "--distill-augmented",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="use the teacher file's augmented transfer texts, if any (default: yes)",
+        help=d("distill_augmented", "use the teacher file's augmented transfer texts, if any"),
     )
     o = p.add_argument_group("output")
-    o.add_argument("--output-dir", help=f"default {d.output_dir}")
+    o.add_argument("--output-dir", help=d("output_dir"))
     o.add_argument("--run-name")
-    o.add_argument("--report-to", choices=["none", "wandb", "mlflow", "tensorboard"])
+    o.add_argument(
+        "--report-to", choices=["none", "wandb", "mlflow", "tensorboard"], help=d("report_to")
+    )
     return p.parse_args(argv)
 
 
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, **given(args, TrainConfig))
+        cfg = config_from_args(TrainConfig, args, base=load_config(args.config))
         from training import run_training
 
         run_dir = run_training(cfg)

@@ -206,9 +206,9 @@ def teacher_logits_of_run(
     """Score a trained run's own train / validation / test rows with its model, and
     `augment_copies` perturbed copies of its training texts (`augment_texts`, the split
     "augmented"); `command` (the command line that asked for it) goes into the provenance."""
+    from common.metrics import classification_metrics, softmax
     from common.provenance import git_sha
     from training.data import fingerprint, load_splits
-    from training.metrics import classification_metrics
 
     run_dir = Path(run_dir)
     info_path = run_dir / "run_info.json"
@@ -224,7 +224,9 @@ def teacher_logits_of_run(
         log.info("teacher %s: scoring %d %s rows", info["run_id"], len(texts), split)
         logits[split] = predict_logits(run_dir / "model", texts, info["max_length"], batch_size)
         if split != "train":
-            m = classification_metrics(logits[split], splits[split]["label"], info["labels"])
+            m = classification_metrics(
+                splits[split]["label"], softmax(logits[split]), info["labels"]
+            )
             scores[split] = {k: m[k] for k in ("accuracy", "macro_f1", "roc_auc")}
     augmentation = None
     if augment_copies > 0:
@@ -400,6 +402,9 @@ def distillation_trainer(temperature: float, alpha: float, smoothing: float = 0.
 def main(argv: list[str] | None = None) -> int:
     """`python -m training.distill logits RUN_DIR --out FILE` | `show FILE`."""
     import argparse
+    from functools import partial
+
+    from common.cli import given, with_default
 
     p = argparse.ArgumentParser(
         prog="python -m training.distill", description=__doc__.split("\n")[0]
@@ -408,14 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("logits", help="score a teacher run's rows and write its logits file")
     w.add_argument("run_dir", type=Path, help="the teacher's training run directory")
     w.add_argument("--out", type=Path, required=True, help="the .npz file to write")
-    w.add_argument("--batch-size", type=int, default=64)
+    # The defaults are teacher_logits_of_run's own: a flag not given is not passed.
+    d = partial(with_default, teacher_logits_of_run)
+    w.add_argument("--batch-size", type=int, help=d("batch_size", "texts per forward pass"))
     w.add_argument(
         "--augment-copies",
         type=int,
-        default=0,
-        help="also score N perturbed copies of the training texts (a transfer set)",
+        help=d("augment_copies", "also score N perturbed copies of the training texts"),
     )
-    w.add_argument("--augment-seed", type=int, default=0)
+    w.add_argument("--augment-seed", type=int, help=d("augment_seed", "seed of the copies"))
     s = sub.add_parser("show", help="print a logits file's provenance")
     s.add_argument("file", type=Path)
     argv = sys.argv[1:] if argv is None else argv
@@ -426,9 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.command == "logits":
             command = shlex.join(["python", "-m", "training.distill", *argv])
-            teacher = teacher_logits_of_run(
-                a.run_dir, a.batch_size, command, a.augment_copies, a.augment_seed
-            )
+            options = given(a, ("batch_size", "augment_copies", "augment_seed"))
+            teacher = teacher_logits_of_run(a.run_dir, command=command, **options)
             path = teacher.save(a.out)
             summary = {"file": str(path), "bytes": path.stat().st_size, **teacher.meta["teacher"]}
             print(json.dumps(summary, indent=2))

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import yaml
 
+from common.metrics import classification_metrics, softmax
 from common.provenance import git_sha
 from training.bundled import base_model_name, resolve_split_model
 from training.config import BUNDLED_MODEL, TrainConfig
 from training.data import Dataset, load_dataset, save_splits
 from training.distill import TeacherCollator, distillation_trainer, resolve_teacher
-from training.metrics import classification_metrics
 from training.plots import plot_confusion, plot_curves
 from training.soup import greedy_soup
 
@@ -135,7 +135,7 @@ def _evaluate(trainer, encoded, names) -> dict:
     out = {}
     for split in ("validation", "test"):
         pred = trainer.predict(encoded[split])
-        out[split] = classification_metrics(pred.predictions, pred.label_ids, names)
+        out[split] = classification_metrics(pred.label_ids, softmax(pred.predictions), names)
     return out
 
 
@@ -207,7 +207,7 @@ def run_training(config: TrainConfig) -> Path:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     def compute_metrics(pred):
-        m = classification_metrics(pred.predictions, pred.label_ids, names)
+        m = classification_metrics(pred.label_ids, softmax(pred.predictions), names)
         return {k: m[k] for k in ("accuracy", "macro_f1", "roc_auc")}
 
     steps_per_epoch = math.ceil(len(encoded["train"]) / cfg.batch_size)

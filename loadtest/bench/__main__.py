@@ -8,12 +8,14 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from common.cli import config_from_args
+from common.cli import config_from_args, with_default
 from loadtest.bench import __doc__ as DOC
 from loadtest.bench.config import BenchConfig
+from loadtest.bench.load import MissingTool
 from loadtest.bench.run import run_bench
 
 
@@ -29,26 +31,33 @@ def _pairs(items: Sequence[str], parser: argparse.ArgumentParser, flag: str) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    d = partial(with_default, BenchConfig)  # "text (default: X)", X from BenchConfig
     parser = argparse.ArgumentParser(
         prog="python -m loadtest.bench",
         description=DOC,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--smoke", action="store_true", help="2 steps of 2 s, reports/smoke/")
-    parser.add_argument("--model-tag", default=os.environ.get("MODEL_TAG"))
-    parser.add_argument("--run-dir", type=Path, help="run dir of the same model (baseline)")
+    parser.add_argument("--model-tag", help=d("model_tag", "served model; $MODEL_TAG if set, "
+                        "as the service"))  # fmt: skip
+    parser.add_argument("--run-dir", type=Path,
+                        help=d("run_dir", "run dir of the same model (baseline)"))  # fmt: skip
     parser.add_argument("--data", type=Path, help="texts: run dir, .jsonl or corpus .csv.bz2")
-    parser.add_argument("--out", dest="out_dir", type=Path, help="report folder")
-    parser.add_argument("--name", help="report file stem")
-    parser.add_argument("--connections", type=_ints, help="connections per step, e.g. 1,4,16")
-    parser.add_argument("--sizes", type=_ints, help="texts per request, headline first, e.g. 8,1")
-    parser.add_argument("--duration", type=float, dest="duration_s", help="measured s per step")
-    parser.add_argument("--warmup", type=float, dest="warmup_s", help="unmeasured s per step")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false", default=None)
+    parser.add_argument("--out", dest="out_dir", type=Path, help=d("out_dir", "report folder"))
+    parser.add_argument("--name", help=d("name", "report file stem"))
+    parser.add_argument("--connections", type=_ints, help=d("connections", "connections per step"))
+    parser.add_argument("--sizes", type=_ints, help=d("sizes", "texts per request, headline first"))
+    parser.add_argument("--duration", type=float, dest="duration_s",
+                        help=d("duration_s", "measured s per step"))  # fmt: skip
+    parser.add_argument("--warmup", type=float, dest="warmup_s",
+                        help=d("warmup_s", "unmeasured s per step"))  # fmt: skip
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false", default=None,
+                        help="skip the FastAPI + PyTorch baseline")  # fmt: skip
     parser.add_argument("--no-per-text-baseline", dest="per_text_baseline",
                         action="store_false", default=None,
                         help="skip the baseline with one forward pass per text")  # fmt: skip
-    parser.add_argument("--no-peer", dest="peer", action="store_false", default=None)
+    parser.add_argument("--no-peer", dest="peer", action="store_false", default=None,
+                        help="skip the LitServe peer")  # fmt: skip
     parser.add_argument("--baseline-threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="service setting (repeat), e.g. WORKERS=2")  # fmt: skip
@@ -68,10 +77,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             name, _, settings = spec.partition(":")
             variants[name] = _pairs(settings.split(","), parser, "--variant")
         extra["variants"] = variants
+    if os.environ.get("MODEL_TAG"):  # the model the service would serve; --model-tag wins
+        extra["model_tag"] = os.environ["MODEL_TAG"]
     cfg = config_from_args(BenchConfig, args, base, **extra)
     argv = sys.argv[1:] if argv is None else list(argv)
     command = shlex.join(["python", "-m", "loadtest.bench", *argv])
-    report = run_bench(cfg, command)
+    try:
+        report = run_bench(cfg, command)
+    except MissingTool as e:
+        parser.exit(2, f"error: {e}\n")
     print(json.dumps(report["summary"], indent=2))
     print(f"report: {Path(cfg.out_dir) / cfg.name}.{{json,md,png}}")
     return report

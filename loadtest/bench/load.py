@@ -98,8 +98,24 @@ def write_bodies(texts: Sequence[str], size: int, path: Path, n: int = 2000, see
     return path
 
 
-def wrk_available() -> bool:
-    return shutil.which("wrk") is not None
+class MissingTool(RuntimeError):
+    """A program the benchmark runs is not installed; the message names it."""
+
+
+def missing_wrk() -> str | None:
+    """Why wrk cannot run here (it is not on PATH), or None when it can."""
+    if shutil.which("wrk") is None:
+        return (
+            "wrk, the benchmark's load generator, is not on PATH "
+            "(apt-get install wrk; .ci/run installs it)"
+        )
+    return None
+
+
+def require_wrk() -> None:
+    """Raise `MissingTool` naming wrk when it is not installed."""
+    if why := missing_wrk():
+        raise MissingTool(why)
 
 
 def wrk_step(
@@ -114,6 +130,7 @@ def wrk_step(
 ) -> dict[str, Any]:
     """One closed-loop step: `connections` connections each sending its next request as soon as
     its answer arrives, for `duration_s` (after `warmup_s` unmeasured)."""
+    require_wrk()
     env = {**os.environ, "BODIES": str(bodies), "API_KEY": api_key or ""}
     base = ["wrk", "-t1", f"-c{connections}", "-s", str(WRK_SCRIPT), "--timeout", "30s", url]
     if warmup_s > 0:  # wrk takes whole seconds

@@ -19,7 +19,7 @@ from typing import Any
 
 from loadtest.bench.config import BenchConfig
 from loadtest.bench.limit import measure_limit, measure_torch
-from loadtest.bench.load import locust_steps, write_bodies, wrk_step
+from loadtest.bench.load import locust_steps, require_wrk, write_bodies, wrk_step
 from loadtest.bench.report import machine_info, write_report
 from loadtest.servers import ServerProcess, baseline_command, bentoml_serve_command
 from loadtest.traffic import load_labels, load_texts
@@ -117,7 +117,10 @@ def _check_alive(server: ServerProcess) -> None:
 
 
 def run_bench(cfg: BenchConfig, command: str | None = None) -> dict[str, Any]:
-    """Measure everything, write reports/<name>.{json,md,png}; returns the report."""
+    """Measure everything, write reports/<name>.{json,md,png}; returns the report.
+
+    Raises `MissingTool` at once, before any measurement, when wrk is not installed."""
+    require_wrk()
     import bentoml
 
     from loadtest.bench.middleware_cost import measure_guard_cost

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from loadtest.bench import BenchConfig, run_bench, summarize
+from loadtest.bench.__main__ import main as bench_main
+from loadtest.bench.load import MissingTool, missing_wrk
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEP_KEYS = {"connections", "requests", "failures", "req_per_s", "texts_per_s", "p50_ms", "p99_ms"}
@@ -66,8 +69,30 @@ def test_summary_computes_the_targets_from_the_steps():
     assert info["log-off_8_vs_service"] == pytest.approx(93 / 90, abs=1e-3)
 
 
+def test_without_wrk_the_benchmark_stops_before_measuring(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no wrk on it
+    with pytest.raises(MissingTool, match=r"^wrk, the benchmark's load generator, is not on PATH"):
+        run_bench(BenchConfig.smoke(out_dir=tmp_path, model_tag="no-such-model:1"))
+    with pytest.raises(SystemExit) as exit_:
+        bench_main(["--smoke", "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and "error: wrk, the benchmark's" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="session")
+def wrk() -> None:
+    """The smoke benchmark drives the servers with wrk. Without it the test skips, except in CI
+    (`CI` set, as `.ci/run` does, which installs wrk), where it fails. Session-scoped, so that
+    it runs before the session's model fixtures."""
+    if why := missing_wrk():
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}: CI must run the smoke benchmark", pytrace=False)
+        pytest.skip(why)
+
+
 @pytest.mark.slow
 @pytest.mark.server
+@pytest.mark.usefixtures("wrk")
 def test_smoke_benchmark_writes_the_report(tiny_bento_model, tiny_trained_run_dir, tmp_path):
     cfg = BenchConfig.smoke(
         model_tag=str(tiny_bento_model),

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from scoring import client as client_module
-from scoring.client import Classifier
+from scoring.client import ClassifyClient
 from scoring.config import ScoringConfig, ScoringError
 from scoring.score import score_file, state_path
 from tests.scoring.proxy import Proxy
@@ -199,8 +199,8 @@ def test_request_counters_are_exact_across_threads(scoring_server):
     """`requests` is counted from every worker thread: with the GIL handed to another thread
     between any two bytecodes of the client, not one increment may be lost."""
     proxy = Proxy(scoring_server.url)
-    clf = Classifier(proxy.url, retries=0)
-    clf.connect()
+    client = ClassifyClient(proxy.url, retries=0)
+    client.connect()
 
     def between_bytecodes(frame, event, arg):
         if event == "opcode":
@@ -215,7 +215,7 @@ def test_request_counters_are_exact_across_threads(scoring_server):
 
     def work():
         for _ in range(4):
-            clf.score(["a fine film"])
+            client.score(["a fine film"])
 
     threading.settrace(tracer)
     try:
@@ -226,10 +226,10 @@ def test_request_counters_are_exact_across_threads(scoring_server):
             t.join()
     finally:
         threading.settrace(None)
-        clf.close()
+        client.close()
         proxy.close()
     assert proxy.classify_requests == 1 + 8 * 4
-    assert clf.requests == proxy.classify_requests
+    assert client.requests == proxy.classify_requests
 
 
 def test_server_stopped_mid_run_then_rerun_completes(scoring_server, corpus, tmp_path):

@@ -3,6 +3,7 @@ and its split checks, `auto`, and a tiny student trained on a tiny teacher's log
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -186,10 +187,14 @@ def test_auto_uses_a_fitting_file_and_otherwise_trains_plainly(tmp_path, monkeyp
     assert teacher is None and record["used"] is False
     assert "does not exist" in record["reason"] and "training without a teacher" in caplog.text
 
-    _fake_teacher(data).save(committed)
+    fake = _fake_teacher(data)
+    fake.save(committed)
     teacher, record = resolve_teacher(cfg, data)
-    assert teacher is not None and record["used"] is True
-    assert record["teacher_logits"] == str(committed) and len(record["file_sha256"]) == 64
+    assert record["used"] is True and set(teacher.logits) == set(fake.logits)
+    for split, logits in fake.logits.items():  # the committed file's logits (float16 on disk)
+        np.testing.assert_allclose(teacher.logits[split], logits, atol=1e-2)
+    assert record["teacher_logits"] == str(committed)
+    assert record["file_sha256"] == hashlib.sha256(committed.read_bytes()).hexdigest()
     assert (record["temperature"], record["alpha"]) == (2.0, 0.5)
 
     teacher_cfg = TrainConfig(dataset=cfg.dataset, model="tests")  # the teacher's own base model

@@ -12,6 +12,7 @@ from training.__main__ import main
 from training.train import precision_flags
 
 pytestmark = pytest.mark.slow
+SPLITS = ("train", "validation", "test")
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,11 @@ def test_run_directory_is_complete(trained_run):
     run = trained_run
     for name in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]:
         assert (run / "model" / name).is_file(), name
-    for split in ["train", "validation", "test"]:
-        assert (run / "data" / f"{split}.jsonl").stat().st_size > 0
+    rows = {s: (run / "data" / f"{s}.jsonl").read_text().splitlines() for s in SPLITS}
+    counts = {s: len(lines) for s, lines in rows.items()}
+    assert counts == {"train": 96, "validation": 12, "test": 12}
+    texts = [json.loads(line)["text"] for lines in rows.values() for line in lines]
+    assert len(set(texts)) == 120  # every row in exactly one split
     assert (run / "config.yaml").is_file()
     for png in ["curves.png", "confusion_test.png"]:
         assert (run / "plots" / png).read_bytes()[:4] == b"\x89PNG"
