@@ -13,7 +13,7 @@ BASE_IMAGE ?= python:3.11-slim
 # `make serve` installs what the pipeline runs (train, export, serve); `make test` adds the rest
 # (scoring, Ray, monitoring, Locust, LitServe, Playwright, linters).
 PIPELINE_GROUPS := serve,train,export
-ALL_GROUPS      := serve,train,export,scoring,monitoring,distributed,dev
+ALL_GROUPS      := serve,train,export,scoring,monitoring,distributed,release,dev
 STAMP     := $(VENV)/.pipeline-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
@@ -21,11 +21,12 @@ export BENTOML_DO_NOT_TRACK ?= true
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dev train export model serve build container base-image lock test test-fast lint format bench bench-smoke clean
+.PHONY: help setup setup-dev train export model model-publish model-import serve build container \
+	containerize base-image lock test test-fast lint format bench bench-smoke release-dry-run clean
 
 ## Show this help
 help:
-	@awk '/^## /{doc=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(doc){split($$1,t,":"); printf "  \033[36m%-12s\033[0m %s\n", t[1], doc}; doc=""}' $(MAKEFILE_LIST)
+	@awk '/^## /{doc=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(doc){split($$1,t,":"); printf "  \033[36m%-15s\033[0m %s\n", t[1], doc}; doc=""}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +62,24 @@ model: setup
 		[ -e runs/latest ] || $(BIN)/python -m training; \
 		$(BIN)/python -m export; \
 	fi
+
+# Where stored models travel: a bucket prefix (gs://BUCKET/models/; s3:// with an endpoint;
+# a folder) or one exported file. A prefix ending in / holds NAME-VERSION.bentomodel files.
+MODEL_URI ?=
+model_file = $(if $(filter %/,$(MODEL_URI)),$(MODEL_URI)$(subst :,-,$(MODEL_TAG)).bentomodel,$(MODEL_URI))
+
+## Publish a stored model: MODEL_URI=gs://BUCKET/models/ [MODEL_TAG=name:version] (bentoml models export)
+model-publish:
+	@[ -n "$(MODEL_URI)" ] || { echo "set MODEL_URI, e.g. gs://BUCKET/models/" >&2; exit 2; }
+	$(BIN)/bentoml models export $(MODEL_TAG) $(MODEL_URI)
+
+## Import a published model: MODEL_URI=gs://BUCKET/models/ MODEL_TAG=name:version (or MODEL_URI=FILE)
+model-import:
+	@[ -n "$(MODEL_URI)" ] || { echo "set MODEL_URI, e.g. gs://BUCKET/models/" >&2; exit 2; }
+	@case "$(MODEL_URI)|$(MODEL_TAG)" in */\|*:latest) \
+		echo "importing from a prefix needs an exact MODEL_TAG=name:version, not $(MODEL_TAG)" >&2; \
+		exit 2;; esac
+	$(BIN)/bentoml models import $(model_file)
 
 ## Serve POST /classify on http://localhost:$(PORT) (makes a model first if needed)
 serve: model
