@@ -101,19 +101,22 @@ base-image:
 lock: setup-dev
 	$(BIN)/python docker/lock.py
 
-## Lint and format check with ruff
+## Lint: ruff (check, format), the workflow files (schema, zizmor): .pre-commit-config.yaml's hooks
 lint: setup-dev
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 ## Format the code with ruff
 format: setup-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Run ruff and the whole test suite (slow tests included), as CI does
+# Coverage of the code the tests import (subprocesses such as servers not measured); the floor is
+# [tool.coverage.report] fail_under in pyproject. Reports: the terminal, coverage.xml, htmlcov/.
+COVERAGE := --cov --cov-report=term-missing:skip-covered --cov-report=xml --cov-report=html
+
+## Run the lint checks and the whole test suite (slow tests included) with coverage, as CI does
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(COVERAGE)
 
 ## Run only the fast tests
 test-fast: setup-dev

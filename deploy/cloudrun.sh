@@ -130,7 +130,7 @@ case "$command" in
             SMOKE_API_KEY=$(gcloud secrets versions access latest --secret "$API_KEY_SECRET")
             export SMOKE_API_KEY
         else
-            SMOKE_ID_TOKEN=$(gcloud auth print-identity-token)
+            SMOKE_ID_TOKEN=$(gcloud auth print-identity-token --audiences "$url")
             export SMOKE_ID_TOKEN
         fi
         echo "smoke test of $url" >&2

@@ -226,7 +226,7 @@ def test_smoke_runs_the_smoke_test_on_the_tagged_url_with_the_right_credential(t
         assert ["secrets", "versions", "access", "latest", "--secret", secret] in calls
     else:  # private: Cloud Run's IAM checks an identity token
         assert (key, token) == (None, "id-token")
-        assert ["auth", "print-identity-token"] in calls
+        assert ["auth", "print-identity-token", "--audiences", argv[-1]] in calls
 
 
 def test_canary_then_promote_move_traffic_to_the_tag(tmp_path):
