@@ -93,6 +93,10 @@ build: model
 container: model
 	MODEL_TAG=$(MODEL_TAG) IMAGE=$(IMAGE) BASE_IMAGE=$(BASE_IMAGE) BENTOML=$(BIN)/bentoml docker/build.sh
 
+## The same image through `bentoml containerize` (BentoML's own path; docker/build.sh BUILDER=bentoml)
+containerize: model
+	BUILDER=bentoml MODEL_TAG=$(MODEL_TAG) IMAGE=$(IMAGE) BASE_IMAGE=$(BASE_IMAGE) BENTOML=$(BIN)/bentoml docker/build.sh
+
 ## Build a python:3.11-slim equivalent from Debian packages, no Docker Hub needed (root; ARGS=--help)
 base-image:
 	docker/base-image.sh $(ARGS)
@@ -129,6 +133,10 @@ bench: setup-dev model
 ## Short benchmark (2 steps of 2 s) of the same pipeline, to check it end to end (reports/smoke/)
 bench-smoke: setup-dev model
 	$(BIN)/python -m loadtest.bench --smoke --model-tag $(MODEL_TAG) $(ARGS)
+
+## The release's steps here: model via a bucket, image, deploy/smoke/canary/promote/rollback (stand-in gcloud)
+release-dry-run:
+	BIN=$(BIN) MODEL_TAG=$(MODEL_TAG) MODEL_URI=$(MODEL_URI) BASE_IMAGE=$(BASE_IMAGE) deploy/release-dry-run.sh
 
 ## Remove the virtual environment and caches (keeps runs/ and the model store)
 clean:

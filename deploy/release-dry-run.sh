@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The release's steps outside GitHub and Google Cloud (`make release-dry-run`), in the order
+# .github/workflows/release.yml runs them, each with the real command where one can run here:
+#   1. the model from a bucket: `make model-publish` of MODEL_TAG from this store into a local
+#      folder that stands in for gs://MODEL_BUCKET/models/ (or MODEL_URI, a prefix that already
+#      holds it), then `make model-import` into an empty model store, as on a fresh runner;
+#   2. the image: docker/build.sh from that store (skipped, saying so, without a Docker daemon);
+#   3. a local server of it: the image (`docker run`), else `bentoml serve`, with an API key;
+#   4. deploy/cloudrun.sh deploy, smoke, canary, promote, rollback with a stand-in `gcloud` that
+#      records each call and answers as Cloud Run would, the tagged revision's URL being the
+#      local server's: the smoke test is the real one, against the real server.
+#
+#   MODEL_TAG   name:version to release (required; `latest` is resolved to its version)
+#   MODEL_URI   a bucket prefix holding NAME-VERSION.bentomodel (default: publish to a folder)
+#   VERSION     the release's version tag (default v0.0.0-dry-run)
+#   BASE_IMAGE  the image's base (default python:3.11-slim), BENTOML, PYTHON as elsewhere
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${MODEL_TAG:?set MODEL_TAG=name:version}"
+VERSION=${VERSION:-v0.0.0-dry-run}
+BIN=${BIN:-.venv/bin}
+PYTHON=${PYTHON:-$BIN/python}
+BENTOML=${BENTOML:-$BIN/bentoml}
+export BENTOML_DO_NOT_TRACK=true
+step() { printf '\n== %s\n' "$*"; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/release-dry-run.XXXXXX")
+server_pid='' container=''
+cleanup() {
+    [ -z "$server_pid" ] || kill -- "-$server_pid" 2>/dev/null || true
+    [ -z "$container" ] || docker rm -f "$container" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+MODEL_TAG=$("$BENTOML" models get "$MODEL_TAG" -o json 2>/dev/null \
+    | "$PYTHON" -c 'import json, sys; i = json.load(sys.stdin); print(f"{i[\"name\"]}:{i[\"version\"]}")' \
+    || echo "$MODEL_TAG")
+step "1. model $MODEL_TAG from a bucket"
+if [ -z "${MODEL_URI:-}" ]; then
+    MODEL_URI=$work/bucket/models/
+    mkdir -p "$MODEL_URI"
+    echo "a local folder stands in for gs://MODEL_BUCKET/models/: $MODEL_URI"
+    make --no-print-directory model-publish BIN="$BIN" MODEL_URI="$MODEL_URI" MODEL_TAG="$MODEL_TAG"
+fi
+export BENTOML_HOME=$work/bentoml  # an empty store, as on a fresh runner
+mkdir -p "$BENTOML_HOME"
+make --no-print-directory model-import BIN="$BIN" MODEL_URI="$MODEL_URI" MODEL_TAG="$MODEL_TAG"
+
+step "2. image"
+image=''
+if docker info >/dev/null 2>&1; then
+    out=$(MODEL_TAG=$MODEL_TAG IMAGE=release-dry-run BENTOML=$BENTOML docker/build.sh) \
+        || { echo "$out"; exit 1; }
+    echo "$out" | grep -v '^__image__:'
+    image=$(sed -n 's/^__image__://p' <<<"$out")
+    docker tag "$image" "release-dry-run:$VERSION"
+    echo "would push $image as REGION-docker.pkg.dev/PROJECT/REPO/sentiment-service:$VERSION"
+else
+    echo "skipped: no Docker daemon here; the server below is \`bentoml serve\` of the same model"
+fi
+
+step "3. a local server (stands in for the new revision), with an API key"
+key=dry-run-key-$RANDOM$RANDOM
+port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+if [ -n "$image" ]; then
+    container=$(docker run -d -p "127.0.0.1:$port:3000" -e API_KEY="$key" "$image")
+    echo "docker run $image on :$port"
+else
+    # its own process group (setsid), stopped as a whole at exit
+    API_KEY=$key MODEL_TAG=$MODEL_TAG setsid "$BENTOML" serve service:SentimentClassifier \
+        --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1 &
+    server_pid=$!
+    echo "bentoml serve $MODEL_TAG on :$port"
+fi
+url=http://127.0.0.1:$port
+
+step "4. Cloud Run, one gcloud call per step (a stand-in records them)"
+mkdir -p "$work/bin"
+cat >"$work/bin/gcloud" <<STANDIN
+#!$(command -v python3)
+import json, sys
+args = sys.argv[1:]
+with open("$work/gcloud.log", "a") as log:
+    log.write("gcloud " + " ".join(args) + "\n")
+tag = "$(tr 'A-Z._/+' 'a-z----' <<<"$VERSION")"
+traffic = [{"revisionName": "sentiment-service-00001-old", "percent": 100},
+           {"revisionName": "sentiment-service-00002-new", "tag": tag, "url": "$url"}]
+if args[:3] == ["run", "services", "describe"]:
+    print(json.dumps({"status": {"traffic": traffic}}))
+elif args[:3] == ["run", "revisions", "list"]:
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    print(json.dumps([
+        {"metadata": {"name": "sentiment-service-00002-new", "creationTimestamp": "2026-02-01T00:00:00Z"}, "status": ready},
+        {"metadata": {"name": "sentiment-service-00001-old", "creationTimestamp": "2026-01-01T00:00:00Z"}, "status": ready},
+    ]))
+elif args[:3] == ["secrets", "versions", "access"]:
+    print("$key")
+STANDIN
+chmod +x "$work/bin/gcloud"
+export PATH=$work/bin:$PATH API_KEY_SECRET=sentiment-api-key REGION=europe-west1 PYTHON
+pushed=${image:-release-dry-run:$VERSION}
+deploy/cloudrun.sh deploy "europe-west1-docker.pkg.dev/PROJECT/REPO/sentiment-service:$VERSION" "$VERSION" >/dev/null
+deploy/cloudrun.sh smoke "$VERSION"
+deploy/cloudrun.sh canary "$VERSION" 10
+deploy/cloudrun.sh promote "$VERSION"
+deploy/cloudrun.sh rollback
+echo
+echo "gcloud calls, in order (image built here: $pushed):"
+sed 's/^/  /' "$work/gcloud.log"
+echo
+echo "release dry run of $MODEL_TAG as $VERSION: passed"
