@@ -76,13 +76,19 @@ if [ "${BUILDER:-docker}" = bentoml ]; then
 info = json.load(sys.stdin)
 print(*{m["tag"] for s in info["services"] for m in s["models"]})')
     echo "containerizing $tag: $bento with $model, on $BASE_IMAGE, with $DOCKER${secret:+, pip trusting $PIP_CERT}"
+    # BentoML's model store keeps each version in a 0700 folder and containerize copies it with
+    # its mode: the image's user could not read its model. The same modes as the export below.
+    for m in $model; do
+        chmod -R go+rX "$("$PYTHON" -c 'import sys, bentoml; print(bentoml.models.get(sys.argv[1]).path)' "$m")"
+    done
     mkdir -p build/tmp
     ( umask 022  # the context's files as the image's user may read them
       export TMPDIR=$PWD/build/tmp PATH="$(dirname "$(command -v "$DOCKER")"):$PATH" \
         DOCKER_BUILDKIT=1 BUILDKIT_PROGRESS=plain
       "$BENTOML" containerize "$bento" --backend docker -t "$tag" "${args[@]}" \
         --build-arg "MODEL_TAG=$model" --label "ai.bentoml.model=$model" "${secret[@]}" \
-        >/dev/null ) || { echo "bentoml containerize failed" >&2; exit 1; }
+        >build/tmp/containerize.log 2>&1 ) || {
+        tail -40 build/tmp/containerize.log >&2; echo "bentoml containerize failed" >&2; exit 1; }
     size=$("$DOCKER" image inspect -f '{{.Size}}' "$tag")
     echo "built $tag in $(( $(date +%s) - start )) s: $(( size / 1000000 )) MB (uncompressed)"
     echo "__image__:$tag"
