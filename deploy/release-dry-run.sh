@@ -22,6 +22,7 @@ BIN=${BIN:-.venv/bin}
 PYTHON=${PYTHON:-$BIN/python}
 BENTOML=${BENTOML:-$BIN/bentoml}
 export BENTOML_DO_NOT_TRACK=true
+unset MAKEFLAGS MFLAGS MAKELEVEL  # the steps' own `make` calls: no variable of an outer one
 step() { printf '\n== %s\n' "$*"; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/release-dry-run.XXXXXX")
@@ -34,7 +35,7 @@ cleanup() {
 trap cleanup EXIT
 
 MODEL_TAG=$("$BENTOML" models get "$MODEL_TAG" -o json 2>/dev/null \
-    | "$PYTHON" -c 'import json, sys; i = json.load(sys.stdin); print(f"{i[\"name\"]}:{i[\"version\"]}")' \
+    | "$PYTHON" -c 'import json, sys; i = json.load(sys.stdin); print(i["name"] + ":" + i["version"])' \
     || echo "$MODEL_TAG")
 step "1. model $MODEL_TAG from a bucket"
 if [ -z "${MODEL_URI:-}" ]; then
@@ -79,20 +80,32 @@ step "4. Cloud Run, one gcloud call per step (a stand-in records them)"
 mkdir -p "$work/bin"
 cat >"$work/bin/gcloud" <<STANDIN
 #!$(command -v python3)
-import json, sys
+# Cloud Run as the release sees it: an old revision with all traffic, the new one tagged with
+# the local server's URL; update-traffic moves the shares (state in traffic.json).
+import json, os, sys
 args = sys.argv[1:]
 with open("$work/gcloud.log", "a") as log:
-    log.write("gcloud " + " ".join(args) + "\n")
+    log.write("gcloud " + " ".join(args) + "\\n")
+state = "$work/traffic.json"
+old, new = "sentiment-service-00001-old", "sentiment-service-00002-new"
 tag = "$(tr 'A-Z._/+' 'a-z----' <<<"$VERSION")"
-traffic = [{"revisionName": "sentiment-service-00001-old", "percent": 100},
-           {"revisionName": "sentiment-service-00002-new", "tag": tag, "url": "$url"}]
-if args[:3] == ["run", "services", "describe"]:
+shares = json.load(open(state)) if os.path.exists(state) else {old: 100, new: 0}
+if args[:3] == ["run", "services", "update-traffic"]:
+    flag, spec = args[-2:]
+    name, percent = spec.split("=")
+    target = new if flag == "--to-tags" else name
+    shares = {r: (int(percent) if r == target else round((100 - int(percent)) * p / max(1, 100 - shares[target])))
+              for r, p in shares.items()}
+    json.dump(shares, open(state, "w"))
+elif args[:3] == ["run", "services", "describe"]:
+    traffic = [{"revisionName": old, "percent": shares[old]},
+               {"revisionName": new, "percent": shares[new], "tag": tag, "url": "$url"}]
     print(json.dumps({"status": {"traffic": traffic}}))
 elif args[:3] == ["run", "revisions", "list"]:
     ready = {"conditions": [{"type": "Ready", "status": "True"}]}
     print(json.dumps([
-        {"metadata": {"name": "sentiment-service-00002-new", "creationTimestamp": "2026-02-01T00:00:00Z"}, "status": ready},
-        {"metadata": {"name": "sentiment-service-00001-old", "creationTimestamp": "2026-01-01T00:00:00Z"}, "status": ready},
+        {"metadata": {"name": new, "creationTimestamp": "2026-02-01T00:00:00Z"}, "status": ready},
+        {"metadata": {"name": old, "creationTimestamp": "2026-01-01T00:00:00Z"}, "status": ready},
     ]))
 elif args[:3] == ["secrets", "versions", "access"]:
     print("$key")
@@ -101,10 +114,11 @@ chmod +x "$work/bin/gcloud"
 export PATH=$work/bin:$PATH API_KEY_SECRET=sentiment-api-key REGION=europe-west1 PYTHON
 pushed=${image:-release-dry-run:$VERSION}
 deploy/cloudrun.sh deploy "europe-west1-docker.pkg.dev/PROJECT/REPO/sentiment-service:$VERSION" "$VERSION" >/dev/null
-deploy/cloudrun.sh smoke "$VERSION"
-deploy/cloudrun.sh canary "$VERSION" 10
-deploy/cloudrun.sh promote "$VERSION"
-deploy/cloudrun.sh rollback
+traffic() { echo "  traffic: $(cat "$work/traffic.json" 2>/dev/null || echo '{"sentiment-service-00001-old": 100}')"; }
+deploy/cloudrun.sh smoke "$VERSION"; traffic
+deploy/cloudrun.sh canary "$VERSION" 10; traffic
+deploy/cloudrun.sh promote "$VERSION"; traffic
+deploy/cloudrun.sh rollback; traffic
 echo
 echo "gcloud calls, in order (image built here: $pushed):"
 sed 's/^/  /' "$work/gcloud.log"
