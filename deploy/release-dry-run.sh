@@ -28,7 +28,10 @@ step() { printf '\n== %s\n' "$*"; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/release-dry-run.XXXXXX")
 server_pid='' container=''
 cleanup() {
-    [ -z "$server_pid" ] || kill -- "-$server_pid" 2>/dev/null || true
+    if [ -n "$server_pid" ]; then  # its process group, then wait for its shutdown to end
+        kill -- "-$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
     [ -z "$container" ] || docker rm -f "$container" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -112,7 +115,6 @@ elif args[:3] == ["secrets", "versions", "access"]:
 STANDIN
 chmod +x "$work/bin/gcloud"
 export PATH=$work/bin:$PATH API_KEY_SECRET=sentiment-api-key REGION=europe-west1 PYTHON
-pushed=${image:-release-dry-run:$VERSION}
 deploy/cloudrun.sh deploy "europe-west1-docker.pkg.dev/PROJECT/REPO/sentiment-service:$VERSION" "$VERSION" >/dev/null
 traffic() { echo "  traffic: $(cat "$work/traffic.json" 2>/dev/null || echo '{"sentiment-service-00001-old": 100}')"; }
 deploy/cloudrun.sh smoke "$VERSION"; traffic
@@ -120,7 +122,7 @@ deploy/cloudrun.sh canary "$VERSION" 10; traffic
 deploy/cloudrun.sh promote "$VERSION"; traffic
 deploy/cloudrun.sh rollback; traffic
 echo
-echo "gcloud calls, in order (image built here: $pushed):"
+echo "gcloud calls, in order (the image: ${image:-not built here})"
 sed 's/^/  /' "$work/gcloud.log"
 echo
 echo "release dry run of $MODEL_TAG as $VERSION: passed"
