@@ -13,7 +13,7 @@ BASE_IMAGE ?= python:3.11-slim
 # `make serve` installs what the pipeline runs (train, export, serve); `make test` adds the rest
 # (scoring, Ray, monitoring, Locust, LitServe, Playwright, linters).
 PIPELINE_GROUPS := serve,train,export
-ALL_GROUPS      := serve,train,export,scoring,monitoring,distributed,dev
+ALL_GROUPS      := serve,train,export,scoring,monitoring,distributed,release,dev
 STAMP     := $(VENV)/.pipeline-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 # What reports/tradeoff.json and reports/mcnemar-distill.json compared: models of the model store
@@ -31,7 +31,9 @@ export TOKENIZERS_PARALLELISM ?= false
 export NO_MKDOCS_2_WARNING ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dev train export model serve build container base-image lock test test-fast lint format bench bench-smoke drift-demo scoring-engines tradeoff mcnemar docs docs-serve clean
+.PHONY: help setup setup-dev train export model model-publish model-import serve build container \
+	containerize base-image lock test test-fast lint format docs docs-serve bench bench-smoke \
+	drift-demo scoring-engines tradeoff mcnemar release-dry-run clean
 
 ## Show this help
 help:
@@ -72,6 +74,24 @@ model: setup
 		$(BIN)/python -m export; \
 	fi
 
+# Where stored models travel: a bucket prefix (gs://BUCKET/models/; s3:// with an endpoint;
+# a folder) or one exported file. A prefix ending in / holds NAME-VERSION.bentomodel files.
+MODEL_URI ?=
+model_file = $(if $(filter %/,$(MODEL_URI)),$(MODEL_URI)$(subst :,-,$(MODEL_TAG)).bentomodel,$(MODEL_URI))
+
+## Publish a stored model: MODEL_URI=gs://BUCKET/models/ [MODEL_TAG=name:version] (bentoml models export)
+model-publish:
+	@[ -n "$(MODEL_URI)" ] || { echo "set MODEL_URI, e.g. gs://BUCKET/models/" >&2; exit 2; }
+	$(BIN)/bentoml models export $(MODEL_TAG) $(MODEL_URI)
+
+## Import a published model: MODEL_URI=gs://BUCKET/models/ MODEL_TAG=name:version (or MODEL_URI=FILE)
+model-import:
+	@[ -n "$(MODEL_URI)" ] || { echo "set MODEL_URI, e.g. gs://BUCKET/models/" >&2; exit 2; }
+	@case "$(MODEL_URI)|$(MODEL_TAG)" in */\|*:latest) \
+		echo "importing from a prefix needs an exact MODEL_TAG=name:version, not $(MODEL_TAG)" >&2; \
+		exit 2;; esac
+	$(BIN)/bentoml models import $(model_file)
+
 ## Serve POST /classify on http://localhost:$(PORT) (makes a model first if needed)
 serve: model
 	MODEL_TAG=$(MODEL_TAG) $(BIN)/bentoml serve service:SentimentClassifier --port $(PORT)
@@ -84,6 +104,10 @@ build: model
 container: model
 	MODEL_TAG=$(MODEL_TAG) IMAGE=$(IMAGE) BASE_IMAGE=$(BASE_IMAGE) BENTOML=$(BIN)/bentoml docker/build.sh
 
+## The same image through `bentoml containerize` (BentoML's own path; docker/build.sh BUILDER=bentoml)
+containerize: model
+	BUILDER=bentoml MODEL_TAG=$(MODEL_TAG) IMAGE=$(IMAGE) BASE_IMAGE=$(BASE_IMAGE) BENTOML=$(BIN)/bentoml docker/build.sh
+
 ## Build a python:3.11-slim equivalent from Debian packages, no Docker Hub needed (root; ARGS=--help)
 base-image:
 	docker/base-image.sh $(ARGS)
@@ -92,14 +116,9 @@ base-image:
 lock: setup-dev
 	$(BIN)/python docker/lock.py
 
-## Lint: ruff, the import layers of pyproject's [tool.importlinter], the docs site built with --strict
+## Lint: .pre-commit-config.yaml's hooks: ruff, the import layers, the docs site (--strict), the workflow files
 lint: setup-dev
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/lint-imports
-	@# not --quiet: it hides the warnings that --strict counts, and the build passes anyway
-	@site=$$(mktemp -d) && $(BIN)/mkdocs build --strict --site-dir $$site; \
-		status=$$?; rm -rf $$site; exit $$status
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 ## Format the code with ruff
 format: setup-dev
@@ -114,9 +133,13 @@ docs: setup-dev
 docs-serve: setup-dev
 	$(BIN)/mkdocs serve
 
-## Run the linters (ruff, import layers, docs build) and the whole test suite (slow tests included), as CI does
+# Coverage of the code the tests import (subprocesses such as servers not measured); the floor is
+# [tool.coverage.report] fail_under in pyproject. Reports: the terminal, coverage.xml, htmlcov/.
+COVERAGE := --cov --cov-report=term-missing:skip-covered --cov-report=xml --cov-report=html
+
+## Run the lint checks and the whole test suite (slow tests included) with coverage, as CI does
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(COVERAGE)
 
 ## Run only the fast tests
 test-fast: setup-dev
@@ -145,6 +168,10 @@ tradeoff: setup-dev
 ## McNemar of MCNEMAR_MODELS vs the first, reports/mcnemar-distill.json (python -m experiments.mcnemar; models not in a fresh clone)
 mcnemar: setup-dev
 	$(BIN)/python -m experiments.mcnemar $(MCNEMAR_MODELS) --rows $(COMPARE_ROWS) --json reports/mcnemar-distill.json $(ARGS)
+
+## The release's steps here: model via a bucket, image, deploy/smoke/canary/promote/rollback (stand-in gcloud)
+release-dry-run:
+	BIN=$(BIN) MODEL_TAG=$(MODEL_TAG) MODEL_URI=$(MODEL_URI) BASE_IMAGE=$(BASE_IMAGE) deploy/release-dry-run.sh
 
 ## Remove the virtual environment and caches (keeps runs/ and the model store)
 clean:

@@ -11,10 +11,15 @@
 #   PIP_INDEX_URL  package index for the build (default PyPI)
 #   DOCKER         Docker client (default: the first `docker` on PATH that builds with BuildKit)
 #   BENTOML        bentoml CLI (default .venv/bin/bentoml, else bentoml on PATH)
+#   BUILDER        docker (default): `bentoml export` of the bento, then `docker build` of it;
+#                  bentoml: `bentoml containerize` of the same bento, the same arguments
+#                  (`make containerize`); both give the same image from the same Dockerfile
 #
-# Runs from the repository directory. `bentoml containerize` is not used: BentoML 1.4 refuses its
-# own copy of the Dockerfile template outside the current directory, and its BuildKit header
-# pulls a Dockerfile frontend from Docker Hub.
+# Runs from the repository directory. `bentoml containerize` (BentoML 1.4.39) resolves the
+# bento's copy of the Dockerfile template in a temporary build context and refuses it as
+# "outside of current working directory" unless that context lies under the current directory:
+# BUILDER=bentoml points TMPDIR at build/tmp/ here (docs/release.md). The template drops
+# BentoML's `# syntax=` header, which pulls a Dockerfile frontend from Docker Hub.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +67,34 @@ bento=$(sed -n 's/^__tag__://p' <<<"$out")
 [ -n "$bento" ] || { echo "bentoml build printed no tag:" >&2; echo "$out" >&2; exit 1; }
 tag="$IMAGE:${bento#*:}"
 
+args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "PIP_INDEX_URL=${PIP_INDEX_URL:-}"
+    --label "org.opencontainers.image.title=$IMAGE"
+    --label "org.opencontainers.image.version=${bento#*:}"
+    --label "ai.bentoml.bento=$bento")
+if [ "${BUILDER:-docker}" = bentoml ]; then
+    model=$("$BENTOML" get "$bento" -o json | "$PYTHON" -c 'import json, sys
+info = json.load(sys.stdin)
+print(*{m["tag"] for s in info["services"] for m in s["models"]})')
+    echo "containerizing $tag: $bento with $model, on $BASE_IMAGE, with $DOCKER${secret:+, pip trusting $PIP_CERT}"
+    # BentoML's model store keeps each version in a 0700 folder and containerize copies it with
+    # its mode: the image's user could not read its model. The same modes as the export below.
+    for m in $model; do
+        chmod -R go+rX "$("$PYTHON" -c 'import sys, bentoml; print(bentoml.models.get(sys.argv[1]).path)' "$m")"
+    done
+    mkdir -p build/tmp
+    ( umask 022  # the context's files as the image's user may read them
+      export TMPDIR=$PWD/build/tmp PATH="$(dirname "$(command -v "$DOCKER")"):$PATH" \
+        DOCKER_BUILDKIT=1 BUILDKIT_PROGRESS=plain
+      "$BENTOML" containerize "$bento" --backend docker -t "$tag" "${args[@]}" \
+        --build-arg "MODEL_TAG=$model" --label "ai.bentoml.model=$model" "${secret[@]}" \
+        >build/tmp/containerize.log 2>&1 ) || {
+        tail -40 build/tmp/containerize.log >&2; echo "bentoml containerize failed" >&2; exit 1; }
+    size=$("$DOCKER" image inspect -f '{{.Size}}' "$tag")
+    echo "built $tag in $(( $(date +%s) - start )) s: $(( size / 1000000 )) MB (uncompressed)"
+    echo "__image__:$tag"
+    exit 0
+fi
+
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/sentiment-image.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 "$BENTOML" export "$bento" "$ctx/bento.tar" >/dev/null  # the bento with its models/
@@ -73,12 +106,8 @@ print(*{m["tag"] for s in info["services"] for m in s["models"]})' "$ctx/bento.y
 
 echo "building $tag: $bento with $model, on $BASE_IMAGE, with $DOCKER${secret:+, pip trusting $PIP_CERT}"
 DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain -q \
-    -f "$ctx/env/docker/Dockerfile" -t "$tag" \
-    --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "PIP_INDEX_URL=${PIP_INDEX_URL:-}" \
-    --build-arg "MODEL_TAG=$model" \
-    --label "org.opencontainers.image.title=$IMAGE" \
-    --label "org.opencontainers.image.version=${bento#*:}" \
-    --label "ai.bentoml.bento=$bento" --label "ai.bentoml.model=$model" \
+    -f "$ctx/env/docker/Dockerfile" -t "$tag" "${args[@]}" \
+    --build-arg "MODEL_TAG=$model" --label "ai.bentoml.model=$model" \
     "${secret[@]}" "$ctx" >/dev/null || {
     echo "docker build failed; if $BASE_IMAGE cannot be pulled here, build a base from Debian" \
         "packages (make base-image) and set BASE_IMAGE" >&2
