@@ -448,3 +448,75 @@ def test_sigterm_under_load_drains_accepted_requests_and_exits_in_time(tiny_bent
     assert all(s == 200 for s in statuses), sorted(set(statuses))  # never a 5xx
     assert len(in_progress) >= 8 and not lost, (len(in_progress), lost[:5])
     assert code == 0 and exited_in < 10, (code, exited_in)
+
+
+# ---- the body limit over a real connection, and the Host header ------------------------------
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [["a" * 8_000_000], ["a" * 4000] * 512],
+    ids=["8-MB-text", "512-texts-of-4000"],
+)
+def test_a_client_that_sends_an_oversize_body_in_full_reads_the_413(strict_server, texts):
+    """http.client sends the whole body before it reads the answer: the guard answers 413 at
+    once, then reads and discards what is in flight (a lingering close, as nginx does), so the
+    client gets the answer rather than a connection reset."""
+    import http.client
+
+    body = json.dumps({"texts": texts}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", strict_server.port, timeout=30)
+    try:
+        conn.request("POST", "/classify", body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        answer = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 413, answer
+    assert b"exceeds the limit of" in answer and b"MAX_BODY_BYTES" in answer
+    assert resp.getheader("connection") == "close" and resp.getheader("x-request-id")
+
+
+def test_a_client_cannot_hold_a_refused_upload_open(strict_server):
+    """The lingering read after a 413 is bounded in time: a client that keeps trickling its
+    oversize body is cut off within a few seconds."""
+    sock = connect(strict_server)
+    sock.sendall(
+        post_request(b"", extra="").replace(b"Content-Length: 0", b"Content-Length: 99999999")
+    )
+    answer = read_response(sock)
+    assert answer is not None and answer[0] == 413, answer
+    started = time.monotonic()
+    cut = False
+    while time.monotonic() - started < 10:
+        try:
+            sock.sendall(b"a" * 1000)
+        except OSError:
+            cut = True
+            break
+        time.sleep(0.1)
+    assert cut and time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("request_line", "host", "status"),
+    [
+        ("GET /livez HTTP/1.1", None, 400),
+        ("GET /livez HTTP/1.1", "Host: x\r\nHost: y\r\n", 400),
+        ("GET /livez HTTP/1.1", "Host: x\r\n", 200),
+        ("GET /livez HTTP/1.0", None, 200),  # HTTP/1.0 needs no Host
+    ],
+    ids=["1.1-without-host", "1.1-two-hosts", "1.1-with-host", "1.0-without-host"],
+)
+def test_an_http_1_1_request_without_one_host_is_a_400(strict_server, request_line, host, status):
+    """RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request that lacks a Host
+    header or has more than one."""
+    sock = connect(strict_server)
+    try:
+        sock.sendall(f"{request_line}\r\n{host or ''}\r\n".encode())
+        answer = read_response(sock)
+    finally:
+        sock.close()
+    assert answer is not None and answer[0] == status, answer
+    if status == 400:
+        assert b"Host" in answer[2] and answer[1]["x-request-id"]
