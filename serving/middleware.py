@@ -32,14 +32,13 @@ import logging
 import time
 from typing import Any
 
-from serving import context
+from serving import context, routes
 from serving import metrics as model_metrics
 from serving.metrics import exposition, route_label
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/", "/docs.json"})
-PUBLIC_PREFIXES = ("/ui/", "/static_content/")
+PUBLIC_PREFIXES = tuple(prefix + "/" for prefix in routes.PREFIXES)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 JSON_TYPES = frozenset({"application/json", ""})
 # Lingering close: after refusing an unread body, read and discard at most this long and this
@@ -55,7 +54,7 @@ OVERLOADED = json.dumps(
 
 
 def is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path == "/ui" or path.startswith(PUBLIC_PREFIXES)
+    return path in routes.PUBLIC or path in routes.PREFIXES or path.startswith(PUBLIC_PREFIXES)
 
 
 class RateLimitedLog:
@@ -114,7 +113,7 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
         info = context.RequestInfo(context.request_id_from(headers.get("x-request-id")))
         token = context.current.set(info)
-        answer = _Answer(info, scope["path"] == "/classify")
+        answer = _Answer(info, scope["path"] == routes.CLASSIFY)
 
         async def tracked_send(message: dict) -> None:
             await send(answer.on_send(message))
@@ -149,7 +148,7 @@ class Guard:
             if unread_body:
                 return await self._refuse_unread(receive, send, 401, message, extra)
             return await reply(send, 401, message, extra)
-        if path == "/metrics" and method in ("GET", "HEAD"):
+        if path == routes.METRICS and method in ("GET", "HEAD"):
             body, media_type = exposition()
             return await reply_bytes(send, 200, body, media_type)
         if method not in BODY_METHODS:

@@ -152,6 +152,9 @@ def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(strict_se
     assert b"HEADER_TIMEOUT_S" in answer
     assert time.monotonic() - started < 5  # HEADER_TIMEOUT_S=2, plus the watchdog's period
     assert closed(idle, within=5)  # a connection that never sent a request is closed too
+    metrics = httpx.get(f"{strict_server.url}/metrics", timeout=30).text
+    closed_slow = re.search(r"^sentiment_http_head_timeouts_total (\S+)$", metrics, re.MULTILINE)
+    assert closed_slow and float(closed_slow.group(1)) >= 2, metrics[-2000:]
 
 
 def test_an_idle_keep_alive_connection_is_closed(strict_server):
@@ -226,11 +229,16 @@ def test_ambiguous_framing_is_refused_and_the_connection_closed(strict_server, f
 
 def test_request_ids_and_timing_headers(strict_server):
     with httpx.Client(base_url=strict_server.url, timeout=30) as http:
+        started = time.monotonic()
         resp = http.post("/classify", json=GOOD, headers={"X-Request-ID": "client-id.42"})
+        wall_ms = 1e3 * (time.monotonic() - started)
         assert resp.status_code == 200 and resp.headers["x-request-id"] == "client-id.42"
-        for name in ("x-total-time", "x-queue-time", "x-inference-time"):
-            assert float(resp.headers[name]) >= 0, name
-        assert float(resp.headers["x-inference-time"]) <= float(resp.headers["x-total-time"])
+        total, queue, inference = (
+            float(resp.headers[name])
+            for name in ("x-total-time", "x-queue-time", "x-inference-time")
+        )
+        assert inference > 0 and queue >= 0
+        assert queue + inference <= total + 0.2 <= wall_ms + 0.2  # 0.1 ms rounding each
         assert int(resp.headers["x-batch-size"]) >= 2
         for bad in ("x" * 200, "has space", b"new\xe9line"):
             resp = http.post("/classify", json=GOOD, headers={"X-Request-ID": bad})
@@ -243,6 +251,24 @@ def test_request_ids_and_timing_headers(strict_server):
         ]
         assert [r.status_code for r in errors] == [400, 415, 413, 404]
         assert all(r.headers.get("x-request-id") for r in errors)
+
+
+def test_total_time_counts_from_the_request_head_and_queue_time_from_the_body(strict_server):
+    """A body sent 0.3 s after its head: X-Total-Time includes the wait, X-Queue-Time (from
+    the body's arrival to the batch's start) does not."""
+    body = json.dumps(GOOD).encode()
+    request = post_request(body)
+    sock = connect(strict_server)
+    try:
+        sock.sendall(request[: -len(body)])
+        time.sleep(0.3)
+        sock.sendall(body)
+        status, headers, _ = read_response(sock)
+    finally:
+        sock.close()
+    assert status == 200
+    total, queue = float(headers["x-total-time"]), float(headers["x-queue-time"])
+    assert total >= 300 and queue < total - 250, (total, queue)
 
 
 def test_a_client_error_is_one_log_line_without_the_body(strict_server):
