@@ -93,6 +93,22 @@ def post_request(body: bytes, extra: str = "", content_type: str = "application/
     ).encode() + body
 
 
+# ---- start-up -----------------------------------------------------------------------------------
+
+
+def test_every_adjustment_applies_at_start_up_and_says_so_in_one_line(strict_server):
+    """serving.adjustments.apply runs once per worker, in the service's start-up, and logs
+    which adjustments of BentoML's and uvicorn's internals applied: all of them here."""
+    lines = re.findall(r"BentoML/uvicorn adjustments \((.*?)\): applied (.*?); not applied (.*)",
+                       strict_server.output())  # fmt: skip
+    assert len(lines) == 1, strict_server.output()[-3000:]
+    versions, applied, left = lines[0]
+    assert versions.startswith("bentoml 1.4.") and "uvicorn " in versions
+    assert applied.split(", ") == ["batch_wait_cap", "concurrent_batches", "server_bounds",
+                                   "quiet_client_errors", "openapi_info"]  # fmt: skip
+    assert left.strip() == "none"
+
+
 # ---- metrics ----------------------------------------------------------------------------------
 
 
