@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+from serving.schema import MAX_ITEMS, MAX_TEXT_CHARS
+
 FORMATS = ("csv", "jsonl", "parquet")
 ENGINES = ("http", "ray")
 API_KEY_ENV = "SENTIMENT_API_KEY"  # the key from the environment: out of shell history and `ps`
-HTTP_BATCH_SIZE = 64  # texts per request: the service's MAX_ITEMS
+HTTP_BATCH_SIZE = MAX_ITEMS  # texts per request: the service's default MAX_ITEMS
 RAY_BATCH_SIZE = 1024  # rows per actor call (measured: python -m experiments.scoring_engines)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _EXTENSIONS = {
@@ -89,7 +91,7 @@ class ScoringConfig:
     model: str | None = None  # stored-model tag, model directory or URI; None: the service's
     actors: int | None = None  # model actors (one CPU each); None: one per CPU of the cluster
     address: str | None = None  # Ray cluster; None: $RAY_ADDRESS, else a local Ray
-    max_text_chars: int = 2000  # longer texts get an error, as the service's MAX_TEXT_CHARS
+    max_text_chars: int = MAX_TEXT_CHARS  # longer texts get an error, as the service's
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

@@ -8,7 +8,10 @@
 - `schema`: the request / response types of `POST /classify`.
 - `metrics`: the model's Prometheus metrics (through `bentoml.metrics`).
 - `middleware`: the ASGI guard in front of the API (limits, auth, request ids, timeouts, logs).
-- `bento`: the BentoML-specific glue (stored-model reference, the batch-wait cap).
+- `bento`: the stored-model reference (a `BentoModel` that fails with a how-to).
+- `adjustments`: every adjustment of BentoML's and uvicorn's internals, applied by one call
+  at start-up that reports what applied.
+- `routes`: the paths the service answers (API, probes, metrics, docs, web page).
 - `webpage`: the web page at /ui (static files in `ui/`), a client of `POST /classify`.
 - `drift`: drift statistics (the reference profile a model carries, PSI, the recent-texts
   window); numpy only, shared with `python -m monitoring report`.

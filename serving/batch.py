@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from serving import context
-from serving.inference import Classifier
+from serving.inference import DEFAULT_SUB_BATCH_SIZE, DEFAULT_SUB_BATCH_TOKENS, Classifier
 from serving.pool import InferencePool
 
 
@@ -24,8 +24,8 @@ class BatchRunner:
         model_dir: str | Path,
         processes: int,
         threads: int = 1,
-        sub_batch_size: int = 32,
-        sub_batch_tokens: int | None = 2048,
+        sub_batch_size: int = DEFAULT_SUB_BATCH_SIZE,
+        sub_batch_tokens: int | None = DEFAULT_SUB_BATCH_TOKENS,
         spinning: bool = False,
     ) -> None:
         self.classifier = Classifier.from_dir(
@@ -51,8 +51,16 @@ class BatchRunner:
             self.classifier.predict(["warm-up"])
         return self
 
+    def alive(self) -> int:
+        """Inference processes running (0 when inference runs in this process); the
+        `sentiment_inference_processes` gauge, once the metrics are set."""
+        alive = 0 if self.pool is None else self.pool.alive()
+        if self.metrics is not None:
+            self.metrics.inference_processes.set(alive)
+        return alive
+
     def healthy(self) -> bool:
-        return self.pool is None or self.pool.alive() > 0
+        return self.pool is None or self.alive() > 0
 
     async def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """`{"label", "score", "scores"}` per text, in input order."""
@@ -75,6 +83,8 @@ class BatchRunner:
                 [p["label"] for p in predictions],
                 seconds,
             )
+            if self.pool is not None:
+                self.alive()
         if self.monitor is not None:
             self.monitor.observe(texts, encodings, predictions)
         return predictions

@@ -15,18 +15,18 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-# Paths served, as the route label; a path under a prefix is labelled with the prefix.
-ROUTES = ("/classify", "/livez", "/readyz", "/healthz", "/metrics", "/", "/docs.json")
-ROUTE_PREFIXES = ("/ui", "/static_content")
+from serving import routes
+
 OTHER = "other"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def route_label(path: str) -> str:
-    """The route a path belongs to, or "other": never the raw path."""
-    if path in ROUTES:
+    """The route a path belongs to (a path under a prefix: the prefix), or "other": never the
+    raw path."""
+    if path in routes.SERVED:
         return path
-    for prefix in ROUTE_PREFIXES:
+    for prefix in routes.PREFIXES:
         if path == prefix or path.startswith(prefix + "/"):
             return prefix
     return OTHER
@@ -73,8 +73,13 @@ class Metrics:
         self.predictions = Counter("sentiment_predictions", "Predictions per label", ["label"])
         self.inference_processes = Gauge(
             "sentiment_inference_processes",
-            "Inference processes alive",
+            "Inference processes running (set at start-up, by readiness probes and per batch)",
             multiprocess_mode="livesum",
+        )
+        self.head_timeouts = Counter(
+            "sentiment_http_head_timeouts",
+            "Connections answered 408 and closed for sending no complete request head within "
+            "HEADER_TIMEOUT_S (slow or idle clients)",
         )
         # every label shows from the start (rates of 0, not absent)
         self._predicted = {label: self.predictions.labels(label=label) for label in self.labels}

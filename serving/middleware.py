@@ -6,10 +6,15 @@ In order, for each HTTP request:
    included, and on the log lines about it;
 2. the API key, when one is set (constant-time compare; 401 with `WWW-Authenticate`), except on
    the public paths (probes, the docs page, the web page);
-3. framing: `Content-Length` together with `Transfer-Encoding` (RFC 9112 section 6.3) or a
-   repeated or malformed `Content-Length` is a 400 and the connection is closed;
+3. framing: `Content-Length` together with `Transfer-Encoding` (RFC 9112 section 6.3), a
+   repeated or malformed `Content-Length`, or an HTTP/1.1 request without exactly one `Host`
+   (RFC 9112 section 3.2) is a 400 and the connection is closed;
 4. for a POST: a JSON content type (415), the body size (413, before and while reading), and a
-   deadline for the whole body to arrive (408 and close), so slow uploads hold no capacity;
+   deadline for the whole body to arrive (408 and close), so slow uploads hold no capacity.
+   An answer given before the body is read (401, 413, 415) is followed by a lingering close,
+   as nginx does: what the client is still sending is read and discarded (at most
+   `LINGER_S` seconds and `linger_bytes`) so that it reads the answer instead of a connection
+   reset;
 5. then, and only then, a place among MAX_CONCURRENCY requests in inference (429 with
    Retry-After), and a bound on the time to answer (504);
 6. timing headers as TEI sends them (`X-Total-Time`, `X-Queue-Time`, `X-Inference-Time`,
@@ -27,16 +32,19 @@ import logging
 import time
 from typing import Any
 
-from serving import context
+from serving import context, routes
 from serving import metrics as model_metrics
 from serving.metrics import exposition, route_label
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/", "/docs.json"})
-PUBLIC_PREFIXES = ("/ui/", "/static_content/")
+PUBLIC_PREFIXES = tuple(prefix + "/" for prefix in routes.PREFIXES)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 JSON_TYPES = frozenset({"application/json", ""})
+# Lingering close: after refusing an unread body, read and discard at most this long and this
+# much (2x the body limit, at least LINGER_MIN_BYTES) before closing.
+LINGER_S = 2.0
+LINGER_MIN_BYTES = 16 * 1024 * 1024
 CLIENT_CLOSED = 499  # nginx's code for a client that went away before its answer: logs only
 ERROR_BODY_LIMIT = 4096  # bytes of an error answer kept to log its reason
 # BentoML answers its dispatcher's load shedding with a generic 500-style message: say what it is.
@@ -46,7 +54,7 @@ OVERLOADED = json.dumps(
 
 
 def is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path == "/ui" or path.startswith(PUBLIC_PREFIXES)
+    return path in routes.PUBLIC or path in routes.PREFIXES or path.startswith(PUBLIC_PREFIXES)
 
 
 class RateLimitedLog:
@@ -92,6 +100,7 @@ class Guard:
         self.body_timeout_s = body_timeout_s
         self.request_timeout_s = request_timeout_s
         self.max_concurrency = max_concurrency
+        self.linger_bytes = max(2 * body_limit, LINGER_MIN_BYTES)
         self.access_log = access_log
         self.in_flight = 0
         self.client_errors = RateLimitedLog(log)
@@ -104,7 +113,7 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
         info = context.RequestInfo(context.request_id_from(headers.get("x-request-id")))
         token = context.current.set(info)
-        answer = _Answer(info, scope["path"] == "/classify")
+        answer = _Answer(info, scope["path"] == routes.CLASSIFY)
 
         async def tracked_send(message: dict) -> None:
             await send(answer.on_send(message))
@@ -124,7 +133,7 @@ class Guard:
 
     async def _handle(self, scope, receive, send, headers, raw_headers, info, answer) -> None:
         path, method = scope["path"], scope["method"]
-        if problem := framing_problem(raw_headers, headers):
+        if problem := framing_problem(raw_headers, scope.get("http_version")):
             return await reply(send, 400, problem, close=True)
         unread_body = method in BODY_METHODS  # answering before reading it: close after
         if self.api_key is not None and not is_public(path) and not self._authorized(headers):
@@ -136,8 +145,10 @@ class Guard:
                 "wrong API key" if wrong else "missing API key"
             ) + ": send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
             extra = [(b"www-authenticate", challenge.encode())]
-            return await reply(send, 401, message, extra, close=unread_body)
-        if path == "/metrics" and method in ("GET", "HEAD"):
+            if unread_body:
+                return await self._refuse_unread(receive, send, 401, message, extra)
+            return await reply(send, 401, message, extra)
+        if path == routes.METRICS and method in ("GET", "HEAD"):
             body, media_type = exposition()
             return await reply_bytes(send, 200, body, media_type)
         if method not in BODY_METHODS:
@@ -147,11 +158,11 @@ class Guard:
         if media_type not in JSON_TYPES:
             shown = headers.get("content-type", "")[:100]
             message = f"unsupported Content-Type {shown!r}: send application/json"
-            return await reply(send, 415, message, close=True)
+            return await self._refuse_unread(receive, send, 415, message)
         too_big = f"request body exceeds the limit of {self.body_limit} bytes (MAX_BODY_BYTES)"
         length = headers.get("content-length")
         if length is not None and int(length) > self.body_limit:
-            return await reply(send, 413, too_big, close=True)
+            return await self._refuse_unread(receive, send, 413, too_big)
         body = await self._read_body(receive, send, too_big)
         if body is None:
             return None
@@ -190,10 +201,33 @@ class Guard:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.body_limit:
-                await reply(send, 413, too_big, close=True)
+                if message.get("more_body", False):
+                    await self._refuse_unread(receive, send, 413, too_big)
+                else:
+                    await reply(send, 413, too_big, close=True)
                 return None
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    async def _refuse_unread(self, receive, send, status, message, extra=None) -> None:
+        """Answer `status` with the connection closing, then read and discard what the client
+        is still sending (at most LINGER_S seconds and `linger_bytes`) before the close: a
+        client that writes its whole body before reading (most do) then reads the answer,
+        where closing at once with unread data would reset the connection under it."""
+        await reply(send, status, message, extra, close=True, more_body=True)
+        left = self.linger_bytes
+        try:
+            async with asyncio.timeout(LINGER_S):
+                while left > 0:
+                    received = await receive()
+                    if received["type"] != "http.request":
+                        break
+                    left -= len(received.get("body", b""))
+                    if not received.get("more_body", False):
+                        break
+        except TimeoutError:
+            pass
+        await send({"type": "http.response.body", "body": b""})  # ends the answer: close
 
     async def _answer_in_time(self, scope, receive, send, answer: _Answer) -> None:
         """Run the API; 504 if no answer has started within REQUEST_TIMEOUT_S."""
@@ -306,15 +340,27 @@ class _Answer:
         return reason[:300]
 
 
-def framing_problem(raw_headers: list, headers: dict[str, str]) -> str | None:
-    """Why the message framing is ambiguous (request smuggling), or None."""
-    lengths = [v for k, v in raw_headers if k.lower() == b"content-length"]
-    if lengths and any(k.lower() == b"transfer-encoding" for k, _ in raw_headers):
+def framing_problem(raw_headers: list, http_version: str | None = "1.1") -> str | None:
+    """Why the message framing is ambiguous (request smuggling) or the request lacks its one
+    Host (HTTP/1.1), or None. One pass over the header names."""
+    lengths, hosts, chunked, length = 0, 0, False, b""
+    for name, value in raw_headers:
+        name = name.lower()
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            lengths += 1
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = True
+    if lengths and chunked:
         return "Content-Length and Transfer-Encoding together are not allowed (RFC 9112 6.3)"
-    if len(lengths) > 1:
+    if lengths > 1:
         return "more than one Content-Length header"
-    if lengths and not headers["content-length"].strip().isdigit():
+    if lengths and not length.strip().isdigit():
         return "Content-Length is not a number"
+    if hosts > 1 or (hosts == 0 and http_version == "1.1"):
+        return "an HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2)"
     return None
 
 
@@ -338,13 +384,15 @@ async def reply(
     message: str,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
     close: bool = False,
+    more_body: bool = False,
 ) -> None:
-    """A JSON error answer `{"error": message}`; `close` ends the connection after it."""
+    """A JSON error answer `{"error": message}`; `close` ends the connection after it;
+    `more_body` leaves the answer open (its whole body sent) for the caller to end."""
     body = json.dumps({"error": message}).encode()
     headers = list(extra_headers or [])
     if close:
         headers.append((b"connection", b"close"))
-    await reply_bytes(send, status, body, "application/json", headers)
+    await reply_bytes(send, status, body, "application/json", headers, more_body)
 
 
 async def reply_bytes(
@@ -353,6 +401,7 @@ async def reply_bytes(
     body: bytes,
     media_type: str,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
+    more_body: bool = False,
 ) -> None:
     headers = [
         (b"content-type", media_type.encode()),
@@ -360,4 +409,4 @@ async def reply_bytes(
         *(extra_headers or []),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": more_body})

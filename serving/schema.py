@@ -10,6 +10,11 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from serving.context import register_texts
 
+# The request limits' defaults (MAX_ITEMS, MAX_TEXT_CHARS in serving.settings), here because
+# clients of the contract (scoring/) read them too.
+MAX_ITEMS = 64
+MAX_TEXT_CHARS = 2000
+
 EXAMPLE_TEXTS = [
     "A moving, beautifully acted film that stays with you.",
     "Two hours of my life I will never get back.",

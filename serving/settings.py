@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
-from serving.inference import available_cpus
+from serving.inference import DEFAULT_SUB_BATCH_SIZE, DEFAULT_SUB_BATCH_TOKENS, available_cpus
+from serving.schema import MAX_ITEMS, MAX_TEXT_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,9 @@ class ServiceSettings(BaseSettings):
     """MODEL_TAG: the stored model to serve; pin a version in production."""
 
     # --- request limits -----------------------------------------------------------------------
-    max_items: int = Field(64, ge=1)
+    max_items: int = Field(MAX_ITEMS, ge=1)
     """MAX_ITEMS: texts per request."""
-    max_text_chars: int = Field(2000, ge=1)
+    max_text_chars: int = Field(MAX_TEXT_CHARS, ge=1)
     """MAX_TEXT_CHARS: characters per text (tokens beyond the model window are truncated)."""
     max_body_bytes: int | None = Field(None, ge=1)
     """MAX_BODY_BYTES: request body size; default: the largest body within the two limits
@@ -60,9 +62,9 @@ class ServiceSettings(BaseSettings):
     """BATCH_WAIT_MS: longest wait for a batch to fill while the model is idle."""
     batch_min_wait_ms: float = Field(0, ge=0)
     """BATCH_MIN_WAIT_MS: shortest such wait (fuller batches for that much latency)."""
-    sub_batch_size: int = Field(8, ge=1)
+    sub_batch_size: int = Field(DEFAULT_SUB_BATCH_SIZE, ge=1)
     """SUB_BATCH_SIZE: texts per ONNX Runtime call, at most."""
-    sub_batch_tokens: int = Field(256, ge=1)
+    sub_batch_tokens: int = Field(DEFAULT_SUB_BATCH_TOKENS, ge=1)
     """SUB_BATCH_TOKENS: padded tokens (texts x longest) per ONNX Runtime call, at most."""
     workers: int = Field(1, ge=1)
     """WORKERS: HTTP worker processes (each with its own batching and inference processes)."""
@@ -146,13 +148,10 @@ class ServiceSettings(BaseSettings):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
-        """Settings from `environ` (default: os.environ); a bad value names its variable."""
+        """Settings from `environ` (default: os.environ), read by pydantic-settings'
+        environment source either way; a bad value names its variable."""
         try:
-            if environ is None:
-                return cls()
-            known = {name.upper() for name in cls.model_fields}
-            values = {k.lower(): v for k, v in environ.items() if k.upper() in known and v != ""}
-            return cls.model_validate(values)
+            return cls.model_validate(_Environ(cls, os.environ if environ is None else environ)())
         except ValidationError as e:
             raise ValueError(_describe(e)) from None
 
@@ -205,6 +204,21 @@ class ServiceSettings(BaseSettings):
         if not key:
             raise ValueError(f"API_KEY_FILE={self.api_key_file} is empty")
         return key
+
+
+class _Environ(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of os.environ (the
+    way its own .env-file source does it), so tests and deploy checks read a manifest's
+    variables exactly as the service reads its environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
 
 
 def _describe(error: ValidationError) -> str:

@@ -5,12 +5,12 @@ page calls `POST /classify` like any other client; there is no second inference 
 `app()` is mounted at `/` with `@bentoml.asgi_app`: BentoML mounts it "passively", so it only
 takes the requests its own routes match (`/ui`, a redirect to `/ui/`, and `/ui/...`) and every
 other path still reaches BentoML. `DESCRIPTION` is the service's description, which BentoML's
-index page at `/` shows as its header, with the link to the page.
+index page at `/` shows as its header, with the link to the page (from a built bento, its
+README; from source, through `serving.adjustments`).
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,10 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-log = logging.getLogger(__name__)
+from serving import routes
 
 UI_DIR = Path(__file__).with_name("ui")
-PATH = "/ui"
+PATH = routes.UI
 
 DESCRIPTION = """\
 Labels English review texts by sentiment with a fine-tuned transformer (ONNX Runtime).
@@ -79,37 +79,3 @@ def app() -> Starlette:
 def files() -> dict[str, int]:
     """The page's files and their sizes in bytes."""
     return {p.name: p.stat().st_size for p in sorted(UI_DIR.iterdir()) if p.is_file()}
-
-
-def show_description_on_index() -> None:
-    """Make BentoML's index page show the service's description when serving from source.
-
-    The OpenAPI `info.description` (the header of the page at `/`) is `Service.doc`: a built
-    bento's README, which `bentoml build` writes from the service's description, but BentoML's
-    own boilerplate when serving from source. This makes `doc` the description in that case
-    too; with a bento, or without a description, BentoML answers as before. If BentoML's
-    `Service` no longer has `doc`, `description` and `bento`, it leaves it alone and says so.
-    """
-    import bentoml
-    from bentoml import Service
-
-    original = getattr(Service, "doc", None)
-    fields = {f.name for f in getattr(Service, "__attrs_attrs__", ())}
-    if isinstance(original, property) and getattr(original.fget, "_shows_description", False):
-        return  # already done
-    if not isinstance(original, property) or not {"description", "bento"} <= fields:
-        log.warning(
-            "BentoML %s: Service.doc / description / bento are not as expected; the page at / "
-            "keeps BentoML's own description, without the link to %s",
-            bentoml.__version__,
-            PATH,
-        )
-        return
-
-    def doc(self: Any) -> str:
-        if self.bento is None and self.description:
-            return self.description
-        return original.fget(self)
-
-    doc._shows_description = True  # type: ignore[attr-defined]
-    Service.doc = property(doc)  # type: ignore[method-assign]

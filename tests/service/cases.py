@@ -1,4 +1,9 @@
-"""Client mistakes and the 4xx each must get: (id, body, content type, status, text in answer)."""
+"""Client mistakes and the 4xx each must get: (id, body, content type, status, text in answer).
+
+Each is tested once, where it lives (STYLE habit 13): `BAD_REQUESTS` are the body's validation
+(the API's schema, in-process: tests/service/test_app.py); `TRANSPORT_REFUSALS` are the guard's
+answers about the body as it arrives (size, media type) over a real connection
+(tests/service/test_server.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +25,12 @@ BAD_REQUESTS = [
     ("empty-text", b'{"texts": [""]}', None, 400, "at least 1 character"),
     ("number-text", b'{"texts": ["ok", 5]}', None, 400, "valid string"),
     ("null-text", b'{"texts": [null]}', None, 400, "valid string"),
+]
+BAD_IDS = [case[0] for case in BAD_REQUESTS]
+
+TRANSPORT_REFUSALS = [
     ("body-too-large", b'{"texts": ["' + b"a" * 1_600_000 + b'"]}', None, 413, "MAX_BODY_BYTES"),
     ("form-content-type", b"texts=good", "application/x-www-form-urlencoded", 415, "json"),
     ("multipart", b"--x--\r\n", "multipart/form-data; boundary=x", 415, "application/json"),
 ]
-BAD_IDS = [case[0] for case in BAD_REQUESTS]
+TRANSPORT_IDS = [case[0] for case in TRANSPORT_REFUSALS]

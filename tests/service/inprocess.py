@@ -1,32 +1,22 @@
-"""The service's ASGI app in-process (level 2 of the testing guide), imported with settings."""
+"""The service's ASGI app in-process (level 2 of the testing guide), built with given settings."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 
 @contextlib.contextmanager
 def service_client(**env: str) -> Iterator[Any]:
-    """A Starlette TestClient over `SentimentClassifier.to_asgi()`, with `service.py` imported
-    under the environment variables `env` (restored afterwards)."""
+    """A Starlette TestClient over the service declared with the settings the variables `env`
+    give (`service.declare(settings).to_asgi()`); the process environment is neither read for
+    them nor changed."""
     from starlette.testclient import TestClient
 
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    sys.modules.pop("service", None)
-    try:
-        import service
+    import service
+    from serving.settings import ServiceSettings
 
-        with TestClient(service.SentimentClassifier.to_asgi()) as client:
-            yield client
-    finally:
-        sys.modules.pop("service", None)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    app = service.declare(ServiceSettings.from_env(env)).to_asgi()
+    with TestClient(app) as client:
+        yield client

@@ -41,7 +41,7 @@ def test_classify_answers_in_input_order(client, reference, review_rows):
 @pytest.mark.parametrize(
     ("name", "body", "content_type", "status", "message"), BAD_REQUESTS, ids=BAD_IDS
 )
-def test_bad_input_gets_4xx_naming_the_problem(client, name, body, content_type, status, message):
+def test_bad_input_gets_400_naming_the_problem(client, name, body, content_type, status, message):
     headers = {"content-type": content_type or "application/json"}
     resp = client.post("/classify", content=body, headers=headers)
     assert resp.status_code == status, resp.text
@@ -49,13 +49,23 @@ def test_bad_input_gets_4xx_naming_the_problem(client, name, body, content_type,
     assert client.get("/readyz").status_code == 200
 
 
-def test_openapi_and_health_endpoints(client):
+def test_openapi_and_health_endpoints(client, tiny_bento_model):
     assert client.get("/livez").status_code == 200
     assert client.get("/readyz").status_code == 200
     assert client.get("/").status_code == 200
     spec = client.get("/docs.json").json()
     schema = json.dumps(spec["paths"]["/classify"])
     assert "texts" in schema and "maxItems" in schema
+    # served from source: the service's description and the served model's version
+    assert spec["info"]["version"] == tiny_bento_model.version
+    assert "](ui/)" in spec["info"]["description"]
+    answers = spec["paths"]["/classify"]["post"]["responses"]["200"]["content"]
+    assert list(answers) == ["application/json"]
+
+
+def test_answers_are_declared_json(client):
+    resp = client.post("/classify", json={"texts": ["a great film"]})
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
 
 
 def test_serving_imports_no_torch_or_transformers(tiny_bento_model):

@@ -90,6 +90,7 @@ def test_built_bento_serves_classify(built_bento):
         assert [a["label"] for a in resp.json()] == ["positive", "negative"]
         page = httpx.get(f"{server.url}/ui", follow_redirects=True)
         assert page.status_code == 200 and "<title>Sentiment classifier</title>" in page.text
-        assert "](ui/)" in httpx.get(f"{server.url}/docs.json").json()["info"]["description"]
+        info = httpx.get(f"{server.url}/docs.json").json()["info"]
+        assert "](ui/)" in info["description"] and info["version"] == tag.split(":")[1]
     finally:
         server.stop()

@@ -93,6 +93,22 @@ def post_request(body: bytes, extra: str = "", content_type: str = "application/
     ).encode() + body
 
 
+# ---- start-up -----------------------------------------------------------------------------------
+
+
+def test_every_adjustment_applies_at_start_up_and_says_so_in_one_line(strict_server):
+    """serving.adjustments.apply runs once per worker, in the service's start-up, and logs
+    which adjustments of BentoML's and uvicorn's internals applied: all of them here."""
+    lines = re.findall(r"BentoML/uvicorn adjustments \((.*?)\): applied (.*?); not applied (.*)",
+                       strict_server.output())  # fmt: skip
+    assert len(lines) == 1, strict_server.output()[-3000:]
+    versions, applied, left = lines[0]
+    assert versions.startswith("bentoml 1.4.") and "uvicorn " in versions
+    assert applied.split(", ") == ["batch_wait_cap", "concurrent_batches", "server_bounds",
+                                   "quiet_client_errors", "openapi_info"]  # fmt: skip
+    assert left.strip() == "none"
+
+
 # ---- metrics ----------------------------------------------------------------------------------
 
 
@@ -152,6 +168,9 @@ def test_a_slow_request_head_gets_408_and_an_idle_connection_is_closed(strict_se
     assert b"HEADER_TIMEOUT_S" in answer
     assert time.monotonic() - started < 5  # HEADER_TIMEOUT_S=2, plus the watchdog's period
     assert closed(idle, within=5)  # a connection that never sent a request is closed too
+    metrics = httpx.get(f"{strict_server.url}/metrics", timeout=30).text
+    closed_slow = re.search(r"^sentiment_http_head_timeouts_total (\S+)$", metrics, re.MULTILINE)
+    assert closed_slow and float(closed_slow.group(1)) >= 2, metrics[-2000:]
 
 
 def test_an_idle_keep_alive_connection_is_closed(strict_server):
@@ -226,11 +245,16 @@ def test_ambiguous_framing_is_refused_and_the_connection_closed(strict_server, f
 
 def test_request_ids_and_timing_headers(strict_server):
     with httpx.Client(base_url=strict_server.url, timeout=30) as http:
+        started = time.monotonic()
         resp = http.post("/classify", json=GOOD, headers={"X-Request-ID": "client-id.42"})
+        wall_ms = 1e3 * (time.monotonic() - started)
         assert resp.status_code == 200 and resp.headers["x-request-id"] == "client-id.42"
-        for name in ("x-total-time", "x-queue-time", "x-inference-time"):
-            assert float(resp.headers[name]) >= 0, name
-        assert float(resp.headers["x-inference-time"]) <= float(resp.headers["x-total-time"])
+        total, queue, inference = (
+            float(resp.headers[name])
+            for name in ("x-total-time", "x-queue-time", "x-inference-time")
+        )
+        assert inference > 0 and queue >= 0
+        assert queue + inference <= total + 0.2 <= wall_ms + 0.2  # 0.1 ms rounding each
         assert int(resp.headers["x-batch-size"]) >= 2
         for bad in ("x" * 200, "has space", b"new\xe9line"):
             resp = http.post("/classify", json=GOOD, headers={"X-Request-ID": bad})
@@ -243,6 +267,24 @@ def test_request_ids_and_timing_headers(strict_server):
         ]
         assert [r.status_code for r in errors] == [400, 415, 413, 404]
         assert all(r.headers.get("x-request-id") for r in errors)
+
+
+def test_total_time_counts_from_the_request_head_and_queue_time_from_the_body(strict_server):
+    """A body sent 0.3 s after its head: X-Total-Time includes the wait, X-Queue-Time (from
+    the body's arrival to the batch's start) does not."""
+    body = json.dumps(GOOD).encode()
+    request = post_request(body)
+    sock = connect(strict_server)
+    try:
+        sock.sendall(request[: -len(body)])
+        time.sleep(0.3)
+        sock.sendall(body)
+        status, headers, _ = read_response(sock)
+    finally:
+        sock.close()
+    assert status == 200
+    total, queue = float(headers["x-total-time"]), float(headers["x-queue-time"])
+    assert total >= 300 and queue < total - 250, (total, queue)
 
 
 def test_a_client_error_is_one_log_line_without_the_body(strict_server):
@@ -448,3 +490,75 @@ def test_sigterm_under_load_drains_accepted_requests_and_exits_in_time(tiny_bent
     assert all(s == 200 for s in statuses), sorted(set(statuses))  # never a 5xx
     assert len(in_progress) >= 8 and not lost, (len(in_progress), lost[:5])
     assert code == 0 and exited_in < 10, (code, exited_in)
+
+
+# ---- the body limit over a real connection, and the Host header ------------------------------
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [["a" * 8_000_000], ["a" * 4000] * 512],
+    ids=["8-MB-text", "512-texts-of-4000"],
+)
+def test_a_client_that_sends_an_oversize_body_in_full_reads_the_413(strict_server, texts):
+    """http.client sends the whole body before it reads the answer: the guard answers 413 at
+    once, then reads and discards what is in flight (a lingering close, as nginx does), so the
+    client gets the answer rather than a connection reset."""
+    import http.client
+
+    body = json.dumps({"texts": texts}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", strict_server.port, timeout=30)
+    try:
+        conn.request("POST", "/classify", body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        answer = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 413, answer
+    assert b"exceeds the limit of" in answer and b"MAX_BODY_BYTES" in answer
+    assert resp.getheader("connection") == "close" and resp.getheader("x-request-id")
+
+
+def test_a_client_cannot_hold_a_refused_upload_open(strict_server):
+    """The lingering read after a 413 is bounded in time: a client that keeps trickling its
+    oversize body is cut off within a few seconds."""
+    sock = connect(strict_server)
+    sock.sendall(
+        post_request(b"", extra="").replace(b"Content-Length: 0", b"Content-Length: 99999999")
+    )
+    answer = read_response(sock)
+    assert answer is not None and answer[0] == 413, answer
+    started = time.monotonic()
+    cut = False
+    while time.monotonic() - started < 10:
+        try:
+            sock.sendall(b"a" * 1000)
+        except OSError:
+            cut = True
+            break
+        time.sleep(0.1)
+    assert cut and time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("request_line", "host", "status"),
+    [
+        ("GET /livez HTTP/1.1", None, 400),
+        ("GET /livez HTTP/1.1", "Host: x\r\nHost: y\r\n", 400),
+        ("GET /livez HTTP/1.1", "Host: x\r\n", 200),
+        ("GET /livez HTTP/1.0", None, 200),  # HTTP/1.0 needs no Host
+    ],
+    ids=["1.1-without-host", "1.1-two-hosts", "1.1-with-host", "1.0-without-host"],
+)
+def test_an_http_1_1_request_without_one_host_is_a_400(strict_server, request_line, host, status):
+    """RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request that lacks a Host
+    header or has more than one."""
+    sock = connect(strict_server)
+    try:
+        sock.sendall(f"{request_line}\r\n{host or ''}\r\n".encode())
+        answer = read_response(sock)
+    finally:
+        sock.close()
+    assert answer is not None and answer[0] == status, answer
+    if status == 400:
+        assert b"Host" in answer[2] and answer[1]["x-request-id"]

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.service.cases import BAD_IDS, BAD_REQUESTS
+from tests.service.cases import TRANSPORT_IDS, TRANSPORT_REFUSALS
 from tests.service.serving import BentoServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
@@ -92,9 +92,11 @@ def test_concurrent_requests_are_answered_and_batched(batching_server, reference
 
 
 @pytest.mark.parametrize(
-    ("name", "body", "content_type", "status", "message"), BAD_REQUESTS, ids=BAD_IDS
+    ("name", "body", "content_type", "status", "message"), TRANSPORT_REFUSALS, ids=TRANSPORT_IDS
 )
-def test_bad_input_gets_4xx_and_server_stays_ready(http, name, body, content_type, status, message):
+def test_a_refused_body_gets_4xx_and_server_stays_ready(
+    http, name, body, content_type, status, message
+):
     headers = {"content-type": content_type or "application/json"}
     resp = http.post("/classify", content=body, headers=headers)
     assert resp.status_code == status, resp.text
