@@ -9,7 +9,7 @@ import sys
 
 from common.cli import given
 from training.bundled import BundleError
-from training.config import BUNDLED_TEACHER, TrainConfig, load_config
+from training.config import BUNDLED_TEACHER, REPORT_TO, TrainConfig, load_config
 from training.data import DataError
 
 
@@ -108,7 +108,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o = p.add_argument_group("output")
     o.add_argument("--output-dir", help=f"default {d.output_dir}")
     o.add_argument("--run-name")
-    o.add_argument("--report-to", choices=["none", "wandb", "mlflow", "tensorboard"])
+    o.add_argument(
+        "--report-to",
+        choices=REPORT_TO,
+        help="mlflow: record the run in MLflow, in MLFLOW_TRACKING_URI (default "
+        "sqlite:///mlflow.db here); export adds to the same run (docs/tracking.md). Default none",
+    )
     return p.parse_args(argv)
 
 
