@@ -219,15 +219,20 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
 def _record_in_mlflow(run, tag: str, metadata: dict) -> str | None:
     """Log the export into the training run's MLflow run, if run_info.json names one. The model
     is stored by then: a failure here is a warning (and the summary's last line), not an error."""
-    record = MlflowRecord.from_info(run.info)
-    if record is None:
+    named = run.info.get("mlflow")
+    if not named:
         return None
+    named = named if isinstance(named, dict) else {}
+    where = f"{named.get('run_id', '?')} ({named.get('tracking_uri', '?')})"
     try:
+        record = MlflowRecord.from_info(run.info)
+        if record is None:
+            raise ValueError(f"run_info.json's mlflow is not a record: {run.info['mlflow']!r}")
         record_export(record, tag, metadata)
-    except Exception as e:  # noqa: BLE001 - store moved, server down, no mlflow: warn, go on
-        logger.warning("could not record %s in MLflow run %s: %s", tag, record.run_id, e)
-        return f"NOT recorded in run {record.run_id} ({record.tracking_uri}): {e}"
-    return f"recorded in run {record.run_id} ({record.tracking_uri})"
+    except Exception as e:  # noqa: BLE001 - store moved, server down, bad record: warn, go on
+        logger.warning("could not record %s in MLflow run %s: %s", tag, where, e)
+        return f"NOT recorded in run {where}: {e}"
+    return f"recorded in run {where}"
 
 
 def check_gate(fp32_accuracy: float, accuracy: float, max_drop: float, force: bool = False) -> dict:

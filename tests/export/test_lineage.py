@@ -191,4 +191,11 @@ def test_export_warns_when_the_run_cannot_be_reached(monkeypatch, caplog):
     run = types.SimpleNamespace(info={"run_id": "r", "mlflow": record})
     note = pipeline._record_in_mlflow(run, "m:v", {})
     assert note == "NOT recorded in run abc (http://127.0.0.1:9): tracking server down"
-    assert "could not record m:v in MLflow run abc" in caplog.text
+    assert "could not record m:v in MLflow run abc (http://127.0.0.1:9)" in caplog.text
+
+
+def test_export_warns_on_a_broken_record(caplog):
+    from export.pipeline import _record_in_mlflow
+
+    run = types.SimpleNamespace(info={"run_id": "r", "mlflow": {"run_id": "abc"}})
+    assert _record_in_mlflow(run, "m:v", {}).startswith("NOT recorded in run abc (?): the mlflow")
