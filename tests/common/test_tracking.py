@@ -67,3 +67,19 @@ def test_training_offers_only_tested_trackers(capsys):
     assert "invalid choice: 'wandb'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="report_to must be one of none, mlflow"):
         TrainConfig(report_to="tensorboard").resolved()  # e.g. from a YAML file
+
+
+def test_mlflow_stays_out_of_the_image():
+    """Tracking is for training and export: the serve group and the image's lock never have it."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    groups = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(r.startswith("mlflow-skinny") for r in groups["train"])
+    assert any(r.startswith("mlflow-skinny") for r in groups["export"])
+    lock = (root / "docker" / "requirements.lock").read_text().lower()
+    for name in ("mlflow", "sqlalchemy", "alembic"):
+        assert not any(name in r for r in groups["serve"]) and name not in lock
