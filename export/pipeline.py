@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from common.provenance import git_sha, package_versions
+from common.tracking import MlflowRecord, record_export
 from export.config import ExportConfig
 from export.convert import export_onnx, optimize_onnx
 from export.evaluate import OnnxClassifier, compare, evaluate_onnx, load_tokenizer
@@ -48,6 +49,7 @@ class ExportReport:
     tag: object  # bentoml.Tag
     metadata: dict
     rows: list[tuple] = field(default_factory=list)
+    mlflow: str | None = None  # what happened with the training run's MLflow run, if it has one
 
     def summary(self) -> str:
         """A plain-text FP32 vs final-model table."""
@@ -68,6 +70,8 @@ class ExportReport:
         )
         out.append(f"graph optimization: {m['optimization']['decision']}")
         out.append(f"stored: {self.tag}")
+        if self.mlflow:
+            out.append(f"mlflow: {self.mlflow}")
         return "\n".join(out)
 
 
@@ -184,6 +188,8 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
         "versions": package_versions(VERSIONED),
         "export_config": config.to_dict(),
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        # the training run's MLflow run (docs/tracking.md): from the tag back to the run
+        "mlflow": run.info.get("mlflow"),
     }
     labels = {
         "stage": "dev",
@@ -194,6 +200,7 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
     tag = save_to_store(
         config.model_name, final_path, tokenizer_path, model_config, labels, metadata, profile
     )
+    mlflow = _record_in_mlflow(run, str(tag), metadata)
     steps.update()
 
     name = "INT8" if quantized else "FP32 (stored)"
@@ -206,7 +213,26 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
             speed["model"],
         ),
     ]
-    return ExportReport(tag=tag, metadata=metadata, rows=table)
+    return ExportReport(tag=tag, metadata=metadata, rows=table, mlflow=mlflow)
+
+
+def _record_in_mlflow(run, tag: str, metadata: dict) -> str | None:
+    """Log the export into the training run's MLflow run, if run_info.json names one. The model
+    is stored by then: a failure here is a warning (and the summary's last line), not an error."""
+    named = run.info.get("mlflow")
+    if not named:
+        return None
+    named = named if isinstance(named, dict) else {}
+    where = f"{named.get('run_id', '?')} ({named.get('tracking_uri', '?')})"
+    try:
+        record = MlflowRecord.from_info(run.info)
+        if record is None:
+            raise ValueError(f"run_info.json's mlflow is not a record: {run.info['mlflow']!r}")
+        record_export(record, tag, metadata)
+    except Exception as e:  # noqa: BLE001 - store moved, server down, bad record: warn, go on
+        logger.warning("could not record %s in MLflow run %s: %s", tag, where, e)
+        return f"NOT recorded in run {where}: {e}"
+    return f"recorded in run {where}"
 
 
 def check_gate(fp32_accuracy: float, accuracy: float, max_drop: float, force: bool = False) -> dict:

@@ -10,7 +10,7 @@ from functools import partial
 
 from common.cli import config_from_args, with_default
 from training.bundled import BundleError
-from training.config import BUNDLED_TEACHER, TrainConfig, load_config
+from training.config import BUNDLED_TEACHER, REPORT_TO, TrainConfig, load_config
 from training.data import DataError
 
 
@@ -115,7 +115,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--output-dir", help=d("output_dir"))
     o.add_argument("--run-name")
     o.add_argument(
-        "--report-to", choices=["none", "wandb", "mlflow", "tensorboard"], help=d("report_to")
+        "--report-to",
+        choices=REPORT_TO,
+        help=d(
+            "report_to",
+            "mlflow: record the run in MLflow, in MLFLOW_TRACKING_URI (else sqlite:///mlflow.db "
+            "here); export adds to the same run (docs/tracking.md)",
+        ),
     )
     return p.parse_args(argv)
 

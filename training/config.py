@@ -13,6 +13,7 @@ BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 BUNDLED_TEACHER = "bundled:all-mpnet-base-v2"
 BUNDLED_DATASET = "bundled:rotten-tomatoes"
 AUTO = "auto"
+REPORT_TO = ("none", "mlflow")  # experiment trackers that are installed and tested
 
 
 @dataclass
@@ -93,7 +94,8 @@ class TrainConfig:
     output_dir: str = "runs"
     run_name: str | None = None
     report_to: str = "none"
-    """Experiment tracking: none | wandb | mlflow | tensorboard."""
+    """Experiment tracking: none | mlflow (docs/tracking.md: the store is MLFLOW_TRACKING_URI,
+    default `sqlite:///mlflow.db` in the current folder)."""
     quick: bool = False
     """Demo/smoke profile: a 2,000-row subset and one epoch."""
 
@@ -106,6 +108,10 @@ class TrainConfig:
             raise ValueError(f"distill_temperature must be > 0, got {cfg.distill_temperature}")
         if not 0 <= cfg.distill_alpha <= 1:
             raise ValueError(f"distill_alpha must be in [0, 1], got {cfg.distill_alpha}")
+        if cfg.report_to not in REPORT_TO:
+            raise ValueError(
+                f"report_to must be one of {', '.join(REPORT_TO)}, got {cfg.report_to!r}"
+            )
         if cfg.teacher_logits is not None and cfg.teacher_logits.lower() in ("none", ""):
             cfg.teacher_logits = None
         if cfg.quick:

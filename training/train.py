@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 
 from common.metrics import classification_metrics, softmax
 from common.provenance import git_sha
+from common.tracking import start_training
 from training.bundled import base_model_name, resolve_split_model
 from training.config import BUNDLED_MODEL, TrainConfig
 from training.data import Dataset, load_dataset, save_splits
@@ -235,6 +237,7 @@ def run_training(config: TrainConfig) -> Path:
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=20,
+        # MLflow: the Trainer's MLflowCallback logs into the run that `tracker.active()` opens
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
         dataloader_num_workers=0,
         # the teacher_logits column is not a model input: keep it for the loss
@@ -261,21 +264,64 @@ def run_training(config: TrainConfig) -> Path:
             )
         ],
     )
+    tracker = None
+    if cfg.report_to == "mlflow":
+        tracker = start_training(
+            run_dir,
+            cfg.to_dict(),
+            data.fingerprint,
+            {"base_model": base_model_name(cfg.model), "git_sha": git_sha()},
+        )
+    try:
+        metrics, train_seconds = _fit(trainer, tracker, cfg, encoded, names, run_dir)
+        lineage = {"mlflow": tracker.record.to_dict()} if tracker is not None else {}
+        _write_run_dir(trainer, tokenizer, cfg, data, distillation, metrics, lineage, run_dir)
+        if tracker is not None:
+            tracker.finish(metrics, run_dir)
+    except BaseException:
+        if tracker is not None:
+            tracker.fail()
+        raise
+    point_latest(run_dir)
+    test = metrics["test"]
+    log.info(
+        "done in %.0fs: test accuracy %.4f, macro-F1 %.4f, ROC-AUC %.4f -> %s",
+        train_seconds,
+        test["accuracy"],
+        test["macro_f1"],
+        test["roc_auc"],
+        run_dir,
+    )
+    return run_dir
+
+
+def _fit(trainer, tracker, cfg: TrainConfig, encoded, names, run_dir: Path) -> tuple[dict, float]:
+    """Train (and soup), then the metrics of the final weights; with `tracker`, the Trainer's
+    logs and evaluations go into its MLflow run."""
     start = time.perf_counter()
-    trainer.train()
     metrics: dict = {}
-    if cfg.checkpoint_soup:
-        # the best single checkpoint's scores, kept for comparison (the soup is chosen on
-        # validation only)
-        metrics["best_checkpoint"] = _evaluate(trainer, encoded, names)
-        metrics["checkpoint_soup"] = _soup(trainer, run_dir / "checkpoints", encoded["validation"])
+    with tracker.active() if tracker is not None else nullcontext():
+        trainer.train()
+        if cfg.checkpoint_soup:
+            # the best single checkpoint's scores, kept for comparison (the soup is chosen on
+            # validation only)
+            metrics["best_checkpoint"] = _evaluate(trainer, encoded, names)
+            metrics["checkpoint_soup"] = _soup(
+                trainer, run_dir / "checkpoints", encoded["validation"]
+            )
     train_seconds = time.perf_counter() - start
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics.update(_evaluate(trainer, encoded, names))
     metrics["best_checkpoint_metric"] = trainer.state.best_metric
     metrics["epochs_run"] = trainer.state.epoch
     metrics["device"] = str(trainer.args.device)
+    return metrics, train_seconds
 
+
+def _write_run_dir(trainer, tokenizer, cfg, data, distillation, metrics, lineage, run_dir) -> None:
+    """The model, metrics.json, run_info.json (with `lineage`: the MLflow record, if any) and the
+    plots of a finished run."""
+    names = data.labels
     trainer.save_model(str(run_dir / "model"))
     tokenizer.save_pretrained(run_dir / "model")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
@@ -291,6 +337,7 @@ def run_training(config: TrainConfig) -> Path:
         "distillation": distillation,
         "git_sha": git_sha(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **lineage,
     }
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
     plots = run_dir / "plots"
@@ -302,14 +349,3 @@ def run_training(config: TrainConfig) -> Path:
         plots / "confusion_test.png",
         "Test confusion matrix",
     )
-    point_latest(run_dir)
-    test = metrics["test"]
-    log.info(
-        "done in %.0fs: test accuracy %.4f, macro-F1 %.4f, ROC-AUC %.4f -> %s",
-        train_seconds,
-        test["accuracy"],
-        test["macro_f1"],
-        test["roc_auc"],
-        run_dir,
-    )
-    return run_dir
