@@ -66,8 +66,9 @@ class Smoke:
         req = urllib.request.Request(self.url.rstrip("/") + path, data, headers, method=method)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()},
-                              resp.read())  # fmt: skip
+                return Answer(
+                    resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+                )
         except urllib.error.HTTPError as err:
             return Answer(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
 
@@ -116,8 +117,11 @@ class Smoke:
         return "401 without the API key"
 
     def checks(self) -> list[tuple[str, Callable[[], str]]]:
-        found = [("ready", self.ready), ("known labels", self.known_labels),
-                 ("client mistake", self.client_mistake)]  # fmt: skip
+        found = [
+            ("ready", self.ready),
+            ("known labels", self.known_labels),
+            ("client mistake", self.client_mistake),
+        ]
         if self.api_key:
             found.append(("api key", self.api_key_enforced))
         return found

@@ -76,9 +76,12 @@ def resolve_model(spec: str) -> Model:
         raise CompareError(f"{spec} is neither a run directory nor a stored model ({e})") from e
     meta = stored.info.metadata
     return Model(
-        str(stored.tag), list(meta["labels"]), meta.get("data_fingerprint"), "stored",
+        str(stored.tag),
+        list(meta["labels"]),
+        meta.get("data_fingerprint"),
+        "stored",
         Path(stored.path),
-    )  # fmt: skip
+    )
 
 
 def predict(model: Model, texts: list[str]) -> np.ndarray:

@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
                 monitor.drain()
             spent = cpu_seconds() - started
             monitor.close()
-            print(f"{name:>11}: {1e6 * spent / n:5.1f} us CPU per text "
-                  f"({1e6 * in_caller / n:.2f} us in the request path), {n} texts")  # fmt: skip
+            print(
+                f"{name:>11}: {1e6 * spent / n:5.1f} us CPU per text "
+                f"({1e6 * in_caller / n:.2f} us in the request path), {n} texts"
+            )
     return 0
 
 

@@ -63,8 +63,11 @@ def best_of(repeat: int, tiny: ScoringConfig, full: ScoringConfig) -> dict:
     shared machine: the best round is the least disturbed one)."""
     rounds = [{"tiny": run_engine(tiny), "full": run_engine(full)} for _ in range(repeat)]
     best = min(rounds, key=lambda r: r["full"]["seconds"])
-    return {**best, "steady": steady(best["full"], best["tiny"]),
-            "rounds_s": [r["full"]["seconds"] for r in rounds]}  # fmt: skip
+    return {
+        **best,
+        "steady": steady(best["full"], best["tiny"]),
+        "rounds_s": [r["full"]["seconds"] for r in rounds],
+    }
 
 
 def steady(full: dict, tiny: dict) -> dict:
@@ -84,8 +87,12 @@ def cli_seconds(args: list[str], env: dict | None = None) -> float:
     import subprocess
 
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "scoring", *args, "--no-progress", "--overwrite"],
-                   check=True, capture_output=True, env={**os.environ, **(env or {})})  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "scoring", *args, "--no-progress", "--overwrite"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, **(env or {})},
+    )
     return round(time.perf_counter() - started, 2)
 
 
@@ -136,14 +143,25 @@ def compare(a: argparse.Namespace) -> dict:
     report["ray_cli_tiny_s"] = min(cli_seconds([*tiny_args, *ray_args]) for _ in range(a.repeat))
     print(f"CLI, {a.tiny} rows: ray {report['ray_cli_tiny_s']} s", flush=True)
     started = time.perf_counter()
-    ray.init(address="local", num_cpus=report["machine"]["cpus"], include_dashboard=False,
-             log_to_driver=False)  # fmt: skip
+    ray.init(
+        address="local",
+        num_cpus=report["machine"]["cpus"],
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     report["ray_init_s"] = round(time.perf_counter() - started, 2)
     print(f"ray.init: {report['ray_init_s']} s", flush=True)
 
     def config(src: Path, name: str, actors: int, bs: int) -> ScoringConfig:
-        return ScoringConfig(input=src, output=tmp / f"ray-{name}.parquet", engine="ray",
-                             model=a.model_tag, actors=actors, batch_size=bs, **common)  # fmt: skip
+        return ScoringConfig(
+            input=src,
+            output=tmp / f"ray-{name}.parquet",
+            engine="ray",
+            model=a.model_tag,
+            actors=actors,
+            batch_size=bs,
+            **common,
+        )
 
     runs = []
     try:
@@ -185,8 +203,12 @@ def in_process(model_tag: str, corpus: Path, text_column: str, batch_size: int) 
     for i in range(0, len(texts), batch_size):
         clf.predict(texts[i : i + batch_size])
     secs = time.perf_counter() - started
-    return {"threads": available_cpus(), "batch_size": batch_size, "seconds": round(secs, 2),
-            "rows_per_s": round(len(texts) / secs, 1)}  # fmt: skip
+    return {
+        "threads": available_cpus(),
+        "batch_size": batch_size,
+        "seconds": round(secs, 2),
+        "rows_per_s": round(len(texts) / secs, 1),
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -293,20 +315,30 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m experiments.scoring_engines", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.scoring_engines",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", default="runs/latest/data/*.jsonl", help="JSONL glob (the corpus)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--model-tag", default="sentiment-classifier:latest")
     p.add_argument("--actors", default="1,2", help="actor counts (comma-separated)")
-    p.add_argument("--batch-sizes", default="1024,256,4096",
-                   help="rows per actor call; the first is the one every actor count runs")  # fmt: skip
+    p.add_argument(
+        "--batch-sizes",
+        default="1024,256,4096",
+        help="rows per actor call; the first is the one every actor count runs",
+    )
     p.add_argument("--tiny", type=int, default=64, help="rows of the fixed-cost job")
     p.add_argument("--repeat", type=int, default=2, help="rounds per setting; the best is kept")
     p.add_argument("--skip-http", action="store_true", help="Ray runs only (exploration)")
     p.add_argument("--out", default="reports", help="folder of scoring-engines.{json,md}")
-    p.add_argument("--render", metavar="JSON", help="measure nothing: rewrite the summary and "
-                   "the Markdown of a saved report (after a change to this module's output)")  # fmt: skip
+    p.add_argument(
+        "--render",
+        metavar="JSON",
+        help="measure nothing: rewrite the summary and "
+        "the Markdown of a saved report (after a change to this module's output)",
+    )
     a = p.parse_args(argv)
     if a.render:
         report = json.loads(Path(a.render).read_text())

@@ -31,13 +31,27 @@ def bench(
         for bs in batch_sizes:
             for conc in concurrencies:
                 cfg = ScoringConfig(
-                    input=input, output=Path(tmp) / "out.jsonl", text_column=text_column,
-                    url=url, batch_size=bs, concurrency=conc, limit=limit, overwrite=True,
-                    progress=False, id_column=text_column,
-                )  # fmt: skip
+                    input=input,
+                    output=Path(tmp) / "out.jsonl",
+                    text_column=text_column,
+                    url=url,
+                    batch_size=bs,
+                    concurrency=conc,
+                    limit=limit,
+                    overwrite=True,
+                    progress=False,
+                    id_column=text_column,
+                )
                 s = score_file(cfg)
-                rows.append({"batch_size": bs, "concurrency": conc, "rows": s.rows,
-                             "seconds": round(s.seconds, 2), "rows_per_s": round(s.rows_per_s, 1)})  # fmt: skip
+                rows.append(
+                    {
+                        "batch_size": bs,
+                        "concurrency": conc,
+                        "rows": s.rows,
+                        "seconds": round(s.seconds, 2),
+                        "rows_per_s": round(s.rows_per_s, 1),
+                    }
+                )
                 print(rows[-1], flush=True)
     return rows
 
@@ -52,11 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int)
     a = p.parse_args(argv)
     ints = lambda s: [int(x) for x in s.split(",")]
-    results = bench(Path(a.input), a.text_column, a.url, ints(a.batch_sizes),
-                    ints(a.concurrency), a.limit)  # fmt: skip
+    results = bench(
+        Path(a.input), a.text_column, a.url, ints(a.batch_sizes), ints(a.concurrency), a.limit
+    )
     best = max(results, key=lambda r: r["rows_per_s"])
-    print(f"best: batch_size={best['batch_size']} concurrency={best['concurrency']} "
-          f"-> {best['rows_per_s']} rows/s")  # fmt: skip
+    print(
+        f"best: batch_size={best['batch_size']} concurrency={best['concurrency']} "
+        f"-> {best['rows_per_s']} rows/s"
+    )
 
 
 if __name__ == "__main__":

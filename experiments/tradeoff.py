@@ -34,8 +34,9 @@ def measure(tag: str, rows: list[dict], latency_texts: int = 200) -> dict:
     probs = clf.probabilities(clf.encode(texts))  # sub-batches as the service makes them
     metrics = classification_metrics([r["label"] for r in rows], probs, clf.labels)
     sample = (texts * (2048 // len(texts) + 1))[:2048]
-    speed = run_arrangement(model.path, sample, available_cpus(), 1, 32,
-                            clf.sub_batch_size, clf.sub_batch_tokens)  # fmt: skip
+    speed = run_arrangement(
+        model.path, sample, available_cpus(), 1, 32, clf.sub_batch_size, clf.sub_batch_tokens
+    )
     clf.predict(texts[:8])  # warm-up
     times = []
     for text in texts[:latency_texts]:
@@ -57,8 +58,11 @@ def measure(tag: str, rows: list[dict], latency_texts: int = 200) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.tradeoff", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.tradeoff",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("tags", nargs="+", help="stored models, e.g. sentiment-classifier:<v>")
     parser.add_argument("--rows", type=Path, required=True, help="a run dir or a .jsonl file")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -75,8 +79,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for tag in args.tags:
         results.append(measure(tag, rows))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    keys = ["model", "base_model", "distilled", "test_accuracy", "test_macro_f1",
-            "texts_per_s", "p50_one_text_ms", "size_mb"]  # fmt: skip
+    keys = [
+        "model",
+        "base_model",
+        "distilled",
+        "test_accuracy",
+        "test_macro_f1",
+        "texts_per_s",
+        "p50_one_text_ms",
+        "size_mb",
+    ]
     print(table(results, keys))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -85,13 +85,15 @@ def drive_settings(
         for setting in settings:
             env = env_of(setting) if env_of else None
             cwd = cwd_of(setting) if cwd_of else REPO_ROOT
-            with ServerProcess(make_command(setting), env=env, ready_path=ready_path,
-                               cwd=cwd) as server:  # fmt: skip
+            with ServerProcess(
+                make_command(setting), env=env, ready_path=ready_path, cwd=cwd
+            ) as server:
                 warm_up(server.url, bodies, None)
                 row = dict(setting)
                 for size in (8, 1):
-                    step = wrk_step(server.url, connections, bodies[size], size, duration_s, 3,
-                                    server.proc.pid)  # fmt: skip
+                    step = wrk_step(
+                        server.url, connections, bodies[size], size, duration_s, 3, server.proc.pid
+                    )
                     row[f"{size}-text texts/s"] = step["texts_per_s"]
                     row[f"{size}-text p99 ms"] = step["p99_ms"]
                     row[f"{size}-text server cores"] = step["server_cpu_cores"]
@@ -112,8 +114,11 @@ def _grid(specs: Sequence[str]) -> list[dict[str, str]]:
 def main(argv: Sequence[str] | None = None) -> None:
     from loadtest.traffic import DEFAULT_RUN_DIR, REPO_ROOT, load_texts
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.tune", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.tune",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("what", choices=("sub-batches", "peer", "service", "before-after"))
     parser.add_argument("--ref", default="774906c", help="the older commit (before-after)")
     parser.add_argument("--model-tag", default="sentiment-classifier:latest")
@@ -122,8 +127,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=32, help="texts per predict call")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2",
-                        help="service settings to combine (service)")  # fmt: skip
+    parser.add_argument(
+        "--grid",
+        nargs="*",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="service settings to combine (service)",
+    )
     args = parser.parse_args(argv)
     texts = load_texts(args.data)
     if args.what == "sub-batches":
@@ -134,35 +144,60 @@ def main(argv: Sequence[str] | None = None) -> None:
         from loadtest.bench.run import peer_command
 
         path = bentoml.models.get(args.model_tag).path
-        settings = [dict(zip(PEER_GRID, c, strict=True))
-                    for c in itertools.product(*PEER_GRID.values())]  # fmt: skip
-        rows = drive_settings(lambda s: peer_command(path, s), settings, texts,
-                              args.connections, args.duration, "/health")  # fmt: skip
+        settings = [
+            dict(zip(PEER_GRID, c, strict=True)) for c in itertools.product(*PEER_GRID.values())
+        ]
+        rows = drive_settings(
+            lambda s: peer_command(path, s),
+            settings,
+            texts,
+            args.connections,
+            args.duration,
+            "/health",
+        )
     elif args.what == "before-after":
         import subprocess
 
         from loadtest.servers import bentoml_serve_command
 
         with tempfile.TemporaryDirectory(prefix="before-") as old:
-            subprocess.run(["git", "worktree", "add", "--detach", old, args.ref], cwd=REPO_ROOT,
-                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", old, args.ref],
+                cwd=REPO_ROOT,
+                check=True,
+                capture_output=True,
+            )
             try:
                 settings = [{"code": args.ref}, {"code": "this checkout"}]
                 rows = drive_settings(
-                    lambda s: bentoml_serve_command(), settings, texts, args.connections,
-                    args.duration, "/readyz", env_of=lambda s: {"MODEL_TAG": args.model_tag},
+                    lambda s: bentoml_serve_command(),
+                    settings,
+                    texts,
+                    args.connections,
+                    args.duration,
+                    "/readyz",
+                    env_of=lambda s: {"MODEL_TAG": args.model_tag},
                     cwd_of=lambda s: old if s["code"] == args.ref else REPO_ROOT,
-                )  # fmt: skip
+                )
             finally:
-                subprocess.run(["git", "worktree", "remove", "--force", old], cwd=REPO_ROOT,
-                               check=False, capture_output=True)  # fmt: skip
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", old],
+                    cwd=REPO_ROOT,
+                    check=False,
+                    capture_output=True,
+                )
     else:
         from loadtest.servers import bentoml_serve_command
 
         rows = drive_settings(
-            lambda s: bentoml_serve_command(), _grid(args.grid), texts, args.connections,
-            args.duration, "/readyz", env_of=lambda s: {"MODEL_TAG": args.model_tag, **s},
-        )  # fmt: skip
+            lambda s: bentoml_serve_command(),
+            _grid(args.grid),
+            texts,
+            args.connections,
+            args.duration,
+            "/readyz",
+            env_of=lambda s: {"MODEL_TAG": args.model_tag, **s},
+        )
     from loadtest.bench.report import table
 
     print(table(rows))

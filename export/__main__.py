@@ -23,25 +23,45 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
         help="training run directory (default: runs/latest)",
     )
     p.add_argument("--name", dest="model_name", help=d("model_name", "BentoML model name"))
-    p.add_argument("--no-quantize", dest="quantize", action="store_false", default=None,
-                   help="store the FP32 graph")  # fmt: skip
+    p.add_argument(
+        "--no-quantize",
+        dest="quantize",
+        action="store_false",
+        default=None,
+        help="store the FP32 graph",
+    )
     p.add_argument(
         "--isa", choices=ISAS, help=d("isa", "CPU instruction set to quantize for; auto: detect")
     )
-    p.add_argument("--per-tensor", dest="per_channel", action="store_false", default=None,
-                   help="per-tensor instead of per-channel")  # fmt: skip
-    p.add_argument("--reduce-range", action="store_true", default=None,
-                   help="7-bit weights (old AVX512 CPUs)")  # fmt: skip
+    p.add_argument(
+        "--per-tensor",
+        dest="per_channel",
+        action="store_false",
+        default=None,
+        help="per-tensor instead of per-channel",
+    )
+    p.add_argument(
+        "--reduce-range", action="store_true", default=None, help="7-bit weights (old AVX512 CPUs)"
+    )
     p.add_argument(
         "--operators",
         dest="operators_to_quantize",
         type=comma_list,
         help=d("operators_to_quantize", "ONNX operators to quantize, comma-separated"),
     )
-    p.add_argument("--exclude-nodes", dest="nodes_to_exclude", type=comma_list,
-                   help="node names to keep FP32, comma-separated")  # fmt: skip
-    p.add_argument("--no-smooth", dest="smooth", action="store_false", default=None,
-                   help="skip SmoothQuant-style activation smoothing before quantizing")  # fmt: skip
+    p.add_argument(
+        "--exclude-nodes",
+        dest="nodes_to_exclude",
+        type=comma_list,
+        help="node names to keep FP32, comma-separated",
+    )
+    p.add_argument(
+        "--no-smooth",
+        dest="smooth",
+        action="store_false",
+        default=None,
+        help="skip SmoothQuant-style activation smoothing before quantizing",
+    )
     p.add_argument(
         "--smooth-pattern",
         help="regex on node names of the weight MatMuls to smooth "
@@ -52,18 +72,27 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
         type=int,
         help=d("calibration_rows", "training texts used to calibrate the smoothing"),
     )
-    p.add_argument("--quantize-head", dest="keep_head_fp32", action="store_false", default=None,
-                   help="quantize the pooler/classifier head too (default: keep it FP32)")  # fmt: skip
-    p.add_argument("--optimize", choices=OPTIMIZE_MODES,
-                   help=d("optimize", "ORT graph optimization: auto keeps it only if faster"))  # fmt: skip
+    p.add_argument(
+        "--quantize-head",
+        dest="keep_head_fp32",
+        action="store_false",
+        default=None,
+        help="quantize the pooler/classifier head too (default: keep it FP32)",
+    )
+    p.add_argument(
+        "--optimize",
+        choices=OPTIMIZE_MODES,
+        help=d("optimize", "ORT graph optimization: auto keeps it only if faster"),
+    )
     p.add_argument("--optimization-level", choices=("O1", "O2", "O3"), help=d("optimization_level"))
     p.add_argument(
         "--max-accuracy-drop",
         type=float,
         help=d("max_accuracy_drop", "refuse INT8 test accuracy this many points below FP32"),
     )
-    p.add_argument("--force", action="store_true", default=None,
-                   help="store even if the accuracy gate fails")  # fmt: skip
+    p.add_argument(
+        "--force", action="store_true", default=None, help="store even if the accuracy gate fails"
+    )
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: all)")
     p.add_argument("--batch-size", type=int, help=d("batch_size", "texts per ONNX Runtime call"))
     p.add_argument("--max-eval-rows", type=int, help="cap rows per split")

@@ -85,8 +85,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-batch-size", type=int, default=16, help="requests per batch")
     parser.add_argument("--batch-timeout", type=float, default=0.005, help="seconds to fill one")
     parser.add_argument("--api-servers", type=int, default=1, help="HTTP server processes")
-    parser.add_argument("--inference", choices=("padded", "leaf"), default="padded",
-                        help="one padded call per batch, or this project's inference code")  # fmt: skip
+    parser.add_argument(
+        "--inference",
+        choices=("padded", "leaf"),
+        default="padded",
+        help="one padded call per batch, or this project's inference code",
+    )
     args = parser.parse_args(argv)
     api = SentimentAPI(
         args.model_dir,

@@ -28,9 +28,14 @@ def report_parser(sub) -> None:
         "(PSI per feature); write report.md, report.json and PNGs. Exit 0: no drift, 1: drift, "
         "2: bad input.",
     )
-    p.add_argument("--logs", required=True, action="append", type=comma_list,
-                   help="log directory or file (repeat or comma-separate); .gz, rotated files "
-                   "and Cloud Logging exports (JSON lines or a JSON array) are read")  # fmt: skip
+    p.add_argument(
+        "--logs",
+        required=True,
+        action="append",
+        type=comma_list,
+        help="log directory or file (repeat or comma-separate); .gz, rotated files "
+        "and Cloud Logging exports (JSON lines or a JSON array) are read",
+    )
     ref = p.add_mutually_exclusive_group(required=True)
     ref.add_argument("--model", help="stored model tag: its reference profile, its records only")
     ref.add_argument("--profile", help="a reference_profile.json (no model store needed)")
@@ -38,12 +43,11 @@ def report_parser(sub) -> None:
     p.add_argument("--until", help="same forms as --since; records before it")
     p.add_argument("--out", help=d("out", "output directory"))
     p.add_argument("--warn", type=float, help=d("warn", "PSI of a warning"))
-    p.add_argument("--threshold", type=float,
-                   help=d("threshold", "PSI of drift, exit 1"))  # fmt: skip
-    p.add_argument("--min-texts", type=int,
-                   help=d("min_texts", "fewer records: no verdict, exit 2"))  # fmt: skip
-    p.add_argument("--intervals", type=int,
-                   help=d("intervals", "points of the PSI-over-time plot"))  # fmt: skip
+    p.add_argument("--threshold", type=float, help=d("threshold", "PSI of drift, exit 1"))
+    p.add_argument(
+        "--min-texts", type=int, help=d("min_texts", "fewer records: no verdict, exit 2")
+    )
+    p.add_argument("--intervals", type=int, help=d("intervals", "points of the PSI-over-time plot"))
 
 
 def profile_parser(sub) -> None:
@@ -55,8 +59,11 @@ def profile_parser(sub) -> None:
     )
     p.add_argument("run_dir", type=Path, help="the training run the model was exported from")
     p.add_argument("--model", required=True, help="stored model tag")
-    p.add_argument("--output", type=Path,
-                   help="where to write it (default: into the stored model, if it has none)")  # fmt: skip
+    p.add_argument(
+        "--output",
+        type=Path,
+        help="where to write it (default: into the stored model, if it has none)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,8 +118,10 @@ def run_profile_command(args: argparse.Namespace) -> int:
         raise LogError(str(e)) from None
     fingerprint = model.info.metadata.get("data_fingerprint")
     if fingerprint and fingerprint != run.info["data_fingerprint"]:
-        raise LogError(f"{args.run_dir} is not the run {model.tag} was exported from (its data "
-                       "fingerprint differs)")  # fmt: skip
+        raise LogError(
+            f"{args.run_dir} is not the run {model.tag} was exported from (its data "
+            "fingerprint differs)"
+        )
     output = args.output or Path(model.path) / PROFILE_FILE
     if output.exists():
         raise LogError(f"{output} exists; give another --output")

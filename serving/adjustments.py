@@ -50,8 +50,9 @@ def versions() -> str:
 
 
 def _not_applied(what: str, consequence: str) -> bool:
-    log.warning("%s not applied: the internals it relies on changed (%s); %s",
-                what, versions(), consequence)  # fmt: skip
+    log.warning(
+        "%s not applied: the internals it relies on changed (%s); %s", what, versions(), consequence
+    )
     return False
 
 
@@ -96,8 +97,12 @@ def apply(settings: Any, *, service: Any = None, version: str | None = None) -> 
         applied["openapi_info"] = openapi_info(service, version)
     done = [name for name, ok in applied.items() if ok]
     left = [name for name, ok in applied.items() if not ok]
-    log.info("BentoML/uvicorn adjustments (%s): applied %s; not applied %s", versions(),
-             ", ".join(done) or "none", ", ".join(left) or "none")  # fmt: skip
+    log.info(
+        "BentoML/uvicorn adjustments (%s): applied %s; not applied %s",
+        versions(),
+        ", ".join(done) or "none",
+        ", ".join(left) or "none",
+    )
     return report
 
 
@@ -131,8 +136,10 @@ def cap_batch_wait(max_wait_s: float, min_wait_s: float = 0.0) -> bool:
     """
     optimizer = dispatcher_optimizer()
     if optimizer is None:
-        return _not_applied("batch_wait_cap (BATCH_WAIT_MS / BATCH_MIN_WAIT_MS)",
-                            "lone requests may wait for batches after a burst")  # fmt: skip
+        return _not_applied(
+            "batch_wait_cap (BATCH_WAIT_MS / BATCH_MIN_WAIT_MS)",
+            "lone requests may wait for batches after a burst",
+        )
     learn = getattr(optimizer, "uncapped_trigger_refresh", None) or optimizer.trigger_refresh
 
     def trigger_refresh(self: Any) -> None:
@@ -243,9 +250,10 @@ class ServerBounds:
     ) -> ServerBounds | None:
         server = uvicorn_server()
         if server is None:
-            _not_applied("server_bounds (GRACEFUL_SHUTDOWN_S / KEEPALIVE_TIMEOUT_S / "
-                         "HEADER_TIMEOUT_S)", "not running under a uvicorn server this code "
-                         "knows")  # fmt: skip
+            _not_applied(
+                "server_bounds (GRACEFUL_SHUTDOWN_S / KEEPALIVE_TIMEOUT_S / HEADER_TIMEOUT_S)",
+                "not running under a uvicorn server this code knows",
+            )
             return None
         server.config.timeout_graceful_shutdown = graceful_shutdown_s
         server.config.timeout_keep_alive = keepalive_timeout_s
@@ -293,8 +301,10 @@ class ServerBounds:
 
         if (collectors := metrics.current()) is not None:
             collectors.head_timeouts.inc()
-        log.info("closed a connection that sent no complete request head in %g s (408)",
-                 self.header_timeout_s)  # fmt: skip
+        log.info(
+            "closed a connection that sent no complete request head in %g s (408)",
+            self.header_timeout_s,
+        )
 
     def stop(self) -> None:
         if self._task is not None:
@@ -374,8 +384,9 @@ def openapi_info(service: Any, version: str | None) -> bool:
     description by `bentoml build`) and the bento's version: left as they are."""
     spec = openapi_spec_property()
     if spec is None:
-        return _not_applied("openapi_info", "the page at / shows BentoML's own description "
-                            "and version None")  # fmt: skip
+        return _not_applied(
+            "openapi_info", "the page at / shows BentoML's own description and version None"
+        )
     import attr
     from bentoml import Service
 

@@ -275,9 +275,13 @@ class Guard:
         elif status >= 500:  # load shedding (503) is a warning; anything else an error
             level = logging.WARNING if status == 503 else logging.ERROR
             self.server_errors.log(
-                level, "server error %d %s request_id=%s: %s", status, where, info.request_id,
+                level,
+                "server error %d %s request_id=%s: %s",
+                status,
+                where,
+                info.request_id,
                 answer.reason(),
-            )  # fmt: skip
+            )
         elif self.access_log:
             log.info("%d %s request_id=%s %.1f ms", status, where, info.request_id, 1e3 * seconds)
 

@@ -228,8 +228,10 @@ class InferencePool:
             if worker.index in self._replacing:
                 continue
             if worker.proc.poll() is not None:  # died, and an earlier restart failed: retry
-                self._exited(worker, InferenceProcessError(f"inference process {worker.index} "
-                                                           "is not running"))  # fmt: skip
+                self._exited(
+                    worker,
+                    InferenceProcessError(f"inference process {worker.index} is not running"),
+                )
                 continue
             ready.append(worker)
         return ready
@@ -269,8 +271,9 @@ class InferencePool:
             if future.exception() is None:
                 future.result().start_reader(self._exited)
             else:
-                log.error("could not restart inference process %d: %s", worker.index,
-                          future.exception())  # fmt: skip
+                log.error(
+                    "could not restart inference process %d: %s", worker.index, future.exception()
+                )
 
         done.add_done_callback(started)
 

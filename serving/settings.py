@@ -127,8 +127,15 @@ class ServiceSettings(BaseSettings):
     def _on_off(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = value.strip().lower()
-            return {"on": "auto", "true": "auto", "1": "auto", "yes": "auto",
-                    "false": "off", "0": "off", "no": "off"}.get(value, value)  # fmt: skip
+            return {
+                "on": "auto",
+                "true": "auto",
+                "1": "auto",
+                "yes": "auto",
+                "false": "off",
+                "0": "off",
+                "no": "off",
+            }.get(value, value)
         return value
 
     @model_validator(mode="after")

@@ -74,9 +74,15 @@ def tiny_config(arch: str, vocab_size: int, **extra):
     labels = {"id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
     if arch == "distilbert":
         return DistilBertConfig(
-            vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-            max_position_embeddings=64, **labels, **extra,
-        )  # fmt: skip
+            vocab_size=vocab_size,
+            dim=32,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=64,
+            max_position_embeddings=64,
+            **labels,
+            **extra,
+        )
     common = {
         "vocab_size": vocab_size,
         "hidden_size": 32,
@@ -91,9 +97,13 @@ def tiny_config(arch: str, vocab_size: int, **extra):
     # positions start after the padding index (1): 64 tokens need 66 positions
     if arch == "roberta":
         return RobertaConfig(
-            max_position_embeddings=66, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-            type_vocab_size=1, **common,
-        )  # fmt: skip
+            max_position_embeddings=66,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            type_vocab_size=1,
+            **common,
+        )
     if arch == "mpnet":
         return MPNetConfig(max_position_embeddings=66, pad_token_id=1, **common)
     raise ValueError(f"unknown tiny architecture {arch!r}; choose from {ARCHITECTURES}")

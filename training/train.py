@@ -123,8 +123,11 @@ def _tokenized(data: Dataset, tokenizer, max_length: int, teacher=None, augmente
             ).map(encode, batched=True, remove_columns=["text"])
             extra = extra.add_column("teacher_logits", logits.tolist())
             encoded["train"] = datasets.concatenate_datasets([encoded["train"], extra])
-            log.info("transfer set: %d training rows + %d augmented rows (soft labels only)",
-                     len(data.splits["train"]), len(texts))  # fmt: skip
+            log.info(
+                "transfer set: %d training rows + %d augmented rows (soft labels only)",
+                len(data.splits["train"]),
+                len(texts),
+            )
     # evaluation reads rows in order: sorted by length, its batches carry little padding
     for name in ("validation", "test"):
         lengths = [len(ids) for ids in encoded[name]["input_ids"]]

@@ -38,33 +38,62 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--smoke", action="store_true", help="2 steps of 2 s, reports/smoke/")
-    parser.add_argument("--model-tag", help=d("model_tag", "served model; $MODEL_TAG if set, "
-                        "as the service"))  # fmt: skip
-    parser.add_argument("--run-dir", type=Path,
-                        help=d("run_dir", "run dir of the same model (baseline)"))  # fmt: skip
+    parser.add_argument(
+        "--model-tag", help=d("model_tag", "served model; $MODEL_TAG if set, as the service")
+    )
+    parser.add_argument(
+        "--run-dir", type=Path, help=d("run_dir", "run dir of the same model (baseline)")
+    )
     parser.add_argument("--data", type=Path, help="texts: run dir, .jsonl or corpus .csv.bz2")
     parser.add_argument("--out", dest="out_dir", type=Path, help=d("out_dir", "report folder"))
     parser.add_argument("--name", help=d("name", "report file stem"))
     parser.add_argument("--connections", type=_ints, help=d("connections", "connections per step"))
     parser.add_argument("--sizes", type=_ints, help=d("sizes", "texts per request, headline first"))
-    parser.add_argument("--duration", type=float, dest="duration_s",
-                        help=d("duration_s", "measured s per step"))  # fmt: skip
-    parser.add_argument("--warmup", type=float, dest="warmup_s",
-                        help=d("warmup_s", "unmeasured s per step"))  # fmt: skip
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false", default=None,
-                        help="skip the FastAPI + PyTorch baseline")  # fmt: skip
-    parser.add_argument("--no-per-text-baseline", dest="per_text_baseline",
-                        action="store_false", default=None,
-                        help="skip the baseline with one forward pass per text")  # fmt: skip
-    parser.add_argument("--no-peer", dest="peer", action="store_false", default=None,
-                        help="skip the LitServe peer")  # fmt: skip
+    parser.add_argument(
+        "--duration", type=float, dest="duration_s", help=d("duration_s", "measured s per step")
+    )
+    parser.add_argument(
+        "--warmup", type=float, dest="warmup_s", help=d("warmup_s", "unmeasured s per step")
+    )
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        default=None,
+        help="skip the FastAPI + PyTorch baseline",
+    )
+    parser.add_argument(
+        "--no-per-text-baseline",
+        dest="per_text_baseline",
+        action="store_false",
+        default=None,
+        help="skip the baseline with one forward pass per text",
+    )
+    parser.add_argument(
+        "--no-peer", dest="peer", action="store_false", default=None, help="skip the LitServe peer"
+    )
     parser.add_argument("--baseline-threads", type=int, help="torch threads (default: torch's)")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="service setting (repeat), e.g. WORKERS=2")  # fmt: skip
-    parser.add_argument("--peer-setting", action="append", default=[], metavar="KEY=VALUE",
-                        help="LitServe peer option (repeat), e.g. workers=2 max_batch_size=16")  # fmt: skip
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
-                        help="also run the service with these settings, peak step only")  # fmt: skip
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="service setting (repeat), e.g. WORKERS=2",
+    )
+    parser.add_argument(
+        "--peer-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="LitServe peer option (repeat), e.g. workers=2 max_batch_size=16",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="also run the service with these settings, peak step only",
+    )
     args = parser.parse_args(argv)
     base = BenchConfig.smoke() if args.smoke else BenchConfig()
     extra: dict[str, Any] = {"service_env": _pairs(args.env, parser, "--env")}

@@ -109,13 +109,21 @@ def measure_limit(
     for processes, threads, batch in arrangements(available_cpus(), batch_sizes):
         grid[f"{processes}x{threads} batch {batch}"] = round(
             run_arrangement(
-                model.path, sample, processes, threads, batch,
-                settings.sub_batch_size, settings.sub_batch_tokens,
+                model.path,
+                sample,
+                processes,
+                threads,
+                batch,
+                settings.sub_batch_size,
+                settings.sub_batch_tokens,
             ),
             1,
-        )  # fmt: skip
-        print(f"  in-process {processes} process(es) x {threads} thread(s), batches of {batch}: "
-              f"{grid[f'{processes}x{threads} batch {batch}']} texts/s", flush=True)  # fmt: skip
+        )
+        print(
+            f"  in-process {processes} process(es) x {threads} thread(s), batches of {batch}: "
+            f"{grid[f'{processes}x{threads} batch {batch}']} texts/s",
+            flush=True,
+        )
     best = max(grid, key=grid.get)
     one = Classifier.from_dir(model.path, 1, settings.sub_batch_size, settings.sub_batch_tokens)
     tokens = [len(e.ids) for e in one.encode(sample)]

@@ -134,8 +134,13 @@ def wrk_step(
     env = {**os.environ, "BODIES": str(bodies), "API_KEY": api_key or ""}
     base = ["wrk", "-t1", f"-c{connections}", "-s", str(WRK_SCRIPT), "--timeout", "30s", url]
     if warmup_s > 0:  # wrk takes whole seconds
-        subprocess.run([*base[:3], f"-d{max(1, round(warmup_s))}s", *base[3:]], env=env, capture_output=True,
-                       timeout=warmup_s + 60, check=False)  # fmt: skip
+        subprocess.run(
+            [*base[:3], f"-d{max(1, round(warmup_s))}s", *base[3:]],
+            env=env,
+            capture_output=True,
+            timeout=warmup_s + 60,
+            check=False,
+        )
     _child_cpu_s()  # the warm-up's wrk is not this step's
     meter = CpuMeter(server_pid)
     proc = subprocess.run(
@@ -215,9 +220,14 @@ def locust_steps(
         env = {**os.environ, **({"LOCUST_API_KEY": api_key} if api_key else {})}
         budget = len(users) * (duration_s + warmup_s + 40) + 60
         proc = subprocess.run(
-            cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=budget,
+            cmd,
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=budget,
             check=False,
-        )  # fmt: skip
+        )
         if proc.returncode != 0 or not out.is_file():
             raise RuntimeError(f"load ramp failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         steps = json.loads(out.read_text())

@@ -31,8 +31,13 @@ ANSWER = json.dumps([{"label": "positive", "score": 0.9, "scores": {}}]).encode(
 async def _app(scope: dict, receive: Any, send: Any) -> None:
     message = await receive()
     assert message["body"] == BODY
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": ANSWER})
 
 
@@ -65,8 +70,12 @@ def measure_guard_cost(n: int = 5000) -> dict[str, float]:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": tmp}
         out = subprocess.run(
             [sys.executable, "-m", "loadtest.bench.middleware_cost", str(n)],
-            env=env, capture_output=True, text=True, check=True, timeout=300,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

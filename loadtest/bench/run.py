@@ -78,8 +78,16 @@ def drive(
     for size in sizes:
         steps = result["steps"][str(size)] = []
         for n in connections:
-            step = wrk_step(server.url, n, bodies[size], size, cfg.duration_s, cfg.warmup_s,
-                            server.proc.pid, api_key)  # fmt: skip
+            step = wrk_step(
+                server.url,
+                n,
+                bodies[size],
+                size,
+                cfg.duration_s,
+                cfg.warmup_s,
+                server.proc.pid,
+                api_key,
+            )
             steps.append(step)
             print(f"  {size} text(s)/request, {_line(step)}", flush=True)
             _check_alive(server)
@@ -88,9 +96,17 @@ def drive(
         peak_rps = max(s["req_per_s"] for s in head)
         rate = peak_rps / 2 / cfg.half_load_users
         (step,) = locust_steps(
-            server.url, [cfg.half_load_users], cfg.half_load_duration_s, cfg.warmup_s,
-            cfg.sizes[0], labels, cfg.texts_source(), rate, server.proc.pid, api_key,
-        )  # fmt: skip
+            server.url,
+            [cfg.half_load_users],
+            cfg.half_load_duration_s,
+            cfg.warmup_s,
+            cfg.sizes[0],
+            labels,
+            cfg.texts_source(),
+            rate,
+            server.proc.pid,
+            api_key,
+        )
         result["half_load"] = {"target_req_per_s": round(peak_rps / 2, 2), **step}
         print(f"  half load ({peak_rps / 2:.1f} req/s, Poisson), {_line(step)}", flush=True)
         _check_alive(server)
@@ -155,36 +171,48 @@ def run_bench(cfg: BenchConfig, command: str | None = None) -> dict[str, Any]:
         )
 
     with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
-        bodies = {s: write_bodies(texts, s, Path(tmp) / f"{s}.jsonl", seed=cfg.seed)
-                  for s in cfg.sizes}  # fmt: skip
+        bodies = {
+            s: write_bodies(texts, s, Path(tmp) / f"{s}.jsonl", seed=cfg.seed) for s in cfg.sizes
+        }
         env = {"MODEL_TAG": cfg.model_tag, **cfg.service_env}
         print(f"service: bentoml serve, env {env}", flush=True)
         report["load_average"]["service"] = os.getloadavg()
         with ServerProcess(bentoml_serve_command(), env=env) as server:
-            report["service"] = {"env": env, **drive(
-                server, cfg, bodies, labels, cfg.sizes, cfg.connections, True, api_key
-            )}  # fmt: skip
+            report["service"] = {
+                "env": env,
+                **drive(server, cfg, bodies, labels, cfg.sizes, cfg.connections, True, api_key),
+            }
         for name, overrides in cfg.variants.items():
             print(f"service variant {name}: {overrides}", flush=True)
             with ServerProcess(bentoml_serve_command(), env={**env, **overrides}) as server:
-                report.setdefault("variants", {})[name] = {"env": overrides, **drive(
-                    server, cfg, bodies, labels, cfg.sizes, [cfg.peak_connections],
-                    api_key=api_key,
-                )}  # fmt: skip
+                report.setdefault("variants", {})[name] = {
+                    "env": overrides,
+                    **drive(
+                        server,
+                        cfg,
+                        bodies,
+                        labels,
+                        cfg.sizes,
+                        [cfg.peak_connections],
+                        api_key=api_key,
+                    ),
+                }
         if cfg.peer:
             print(f"peer: LitServe, {cfg.peer_settings}", flush=True)
             command = peer_command(model_dir, cfg.peer_settings)
             with ServerProcess(command, ready_path="/health") as server:
-                report["peer"] = {"settings": cfg.peer_settings, **drive(
-                    server, cfg, bodies, labels, cfg.sizes, cfg.connections
-                )}  # fmt: skip
+                report["peer"] = {
+                    "settings": cfg.peer_settings,
+                    **drive(server, cfg, bodies, labels, cfg.sizes, cfg.connections),
+                }
         if cfg.peer and cfg.peer_leaf:
             settings = {**cfg.peer_settings, "inference": "leaf"}
             print(f"peer with this project's inference code: {settings}", flush=True)
             with ServerProcess(peer_command(model_dir, settings), ready_path="/health") as server:
-                report["peer_leaf"] = {"settings": settings, **drive(
-                    server, cfg, bodies, labels, cfg.sizes, [cfg.peak_connections]
-                )}  # fmt: skip
+                report["peer_leaf"] = {
+                    "settings": settings,
+                    **drive(server, cfg, bodies, labels, cfg.sizes, [cfg.peak_connections]),
+                }
         if cfg.baseline:
             print(f"baseline: FastAPI + transformers pipeline from {run_model}", flush=True)
             with ServerProcess(baseline_command(run_model, cfg.baseline_threads)) as server:
@@ -247,10 +275,13 @@ def summarize(report: dict[str, Any], sizes: Sequence[int]) -> dict[str, Any]:
     for name, variant in report.get("variants", {}).items():
         for size, steps in variant["steps"].items():
             main = next(
-                (s for s in report["service"]["steps"][size]
-                 if s["connections"] == steps[0]["connections"]),
+                (
+                    s
+                    for s in report["service"]["steps"][size]
+                    if s["connections"] == steps[0]["connections"]
+                ),
                 None,
-            )  # fmt: skip
+            )
             if main and main["texts_per_s"]:
                 info[f"{name}_{size}_vs_service"] = round(
                     steps[0]["texts_per_s"] / main["texts_per_s"], 3

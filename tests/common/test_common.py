@@ -93,8 +93,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_git_sha_is_the_checked_out_commit():
     """The tests run in a git checkout (CI clones the repository): the commit checked out."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                          text=True, check=True).stdout.strip()  # fmt: skip
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert len(head) == 40
     assert git_sha() == head
     assert git_sha(REPO_ROOT / "common") == head

@@ -47,8 +47,13 @@ def containerized(docker, tiny_bento_model) -> str:
     }
     out = subprocess.run(
         ["bash", str(ROOT / "docker" / "build.sh")],
-        env=env, check=False, capture_output=True, text=True, timeout=900, cwd=ROOT,
-    )  # fmt: skip
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "containerizing" in out.stdout
     tag = re.search(r"^__image__:(\S+)$", out.stdout, re.MULTILINE).group(1)

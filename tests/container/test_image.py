@@ -118,11 +118,16 @@ def test_runs_as_a_user_that_cannot_rewrite_code_model_or_packages(served):
 def test_holds_no_compiler_git_or_torch(docker, image):
     tools = "gcc cc c++ g++ clang ld as make git"
     out = docker(
-        "run", "--rm", "--entrypoint", "sh", image, "-c",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        image,
+        "-c",
         f"for t in {tools}; do command -v $t; done; "
         "python -c 'import importlib.util as u; "
         'print(*[m for m in ("torch", "transformers", "optimum") if u.find_spec(m)])\'',
-    )  # fmt: skip
+    )
     assert out.split() == []
 
 
@@ -133,10 +138,15 @@ def test_installs_exactly_the_lock_file(docker, image):
             name, version = line.split("==")
             lock[canonicalize_name(name)] = version
     out = docker(
-        "run", "--rm", "--entrypoint", "python", image, "-c",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python",
+        image,
+        "-c",
         "import importlib.metadata as m, json; "
         "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))",
-    )  # fmt: skip
+    )
     installed = {canonicalize_name(k): v for k, v in json.loads(out).items()}
     assert installed == lock
 

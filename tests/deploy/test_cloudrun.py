@@ -56,8 +56,11 @@ def gcloud_calls(
     proc = subprocess.run(
         ["bash", str(SCRIPT), *args],
         env={**base, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", **env},
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     calls = (
@@ -162,8 +165,16 @@ def test_every_flag_exists_in_gcloud(tmp_path):
 
 def test_deploy_makes_a_tagged_revision_without_traffic(tmp_path):
     calls = gcloud_calls(tmp_path, "deploy", IMAGE, "v1.2.3", service=EXISTING, REGION="eu")
-    assert calls[0] == ["run", "services", "describe", "sentiment-service", "--region", "eu",
-                        "--format", "json"]  # fmt: skip
+    assert calls[0] == [
+        "run",
+        "services",
+        "describe",
+        "sentiment-service",
+        "--region",
+        "eu",
+        "--format",
+        "json",
+    ]
     f = flags(calls[1])
     assert calls[1][:3] == ["run", "deploy", "sentiment-service"] and len(calls) == 2
     assert "--no-traffic" in f and f["--tag"] == "v1-2-3"  # a revision tag: no dots
@@ -188,11 +199,14 @@ TAGGED = {
     "status": {
         "traffic": [
             {"revisionName": "sentiment-service-00001-abc", "percent": 100},
-            {"revisionName": "sentiment-service-00002-def", "tag": "v2",
-             "url": "https://v2---sentiment-service-xyz.a.run.app"},
+            {
+                "revisionName": "sentiment-service-00002-def",
+                "tag": "v2",
+                "url": "https://v2---sentiment-service-xyz.a.run.app",
+            },
         ]
     }
-}  # fmt: skip
+}
 
 
 def test_url_is_the_tagged_revisions_own(tmp_path):
@@ -217,8 +231,9 @@ def test_smoke_runs_the_smoke_test_on_the_tagged_url_with_the_right_credential(t
         " os.environ.get('SMOKE_ID_TOKEN')]))\n"
     )
     fake_python.chmod(0o755)
-    calls = gcloud_calls(tmp_path, "smoke", "v2", service=TAGGED, PYTHON=str(fake_python),
-                         API_KEY_SECRET=secret)  # fmt: skip
+    calls = gcloud_calls(
+        tmp_path, "smoke", "v2", service=TAGGED, PYTHON=str(fake_python), API_KEY_SECRET=secret
+    )
     argv, key, token = json.loads(gcloud_calls.last.stdout)
     assert argv == ["-m", "deploy.smoke", "https://v2---sentiment-service-xyz.a.run.app"]
     if secret:
@@ -231,11 +246,22 @@ def test_smoke_runs_the_smoke_test_on_the_tagged_url_with_the_right_credential(t
 
 def test_canary_then_promote_move_traffic_to_the_tag(tmp_path):
     calls = gcloud_calls(tmp_path, "canary", "v1.2.3", "10", REGION="eu")
-    assert calls == [["run", "services", "update-traffic", "sentiment-service", "--region", "eu",
-                      "--to-tags", "v1-2-3=10"]]  # fmt: skip
+    assert calls == [
+        [
+            "run",
+            "services",
+            "update-traffic",
+            "sentiment-service",
+            "--region",
+            "eu",
+            "--to-tags",
+            "v1-2-3=10",
+        ]
+    ]
     calls = gcloud_calls(tmp_path, "promote", "v1.2.3")
-    assert calls == [["run", "services", "update-traffic", "sentiment-service",
-                      "--to-tags", "v1-2-3=100"]]  # fmt: skip
+    assert calls == [
+        ["run", "services", "update-traffic", "sentiment-service", "--to-tags", "v1-2-3=100"]
+    ]
     for bad in ("0", "100", "ten"):
         assert gcloud_calls(tmp_path, "canary", "v1", bad, check=False) == []
         assert gcloud_calls.last.returncode == 2
@@ -243,8 +269,10 @@ def test_canary_then_promote_move_traffic_to_the_tag(tmp_path):
 
 def revision(name: str, created: str, ready: bool = True) -> dict:
     condition = {"type": "Ready", "status": "True" if ready else "False"}
-    return {"metadata": {"name": name, "creationTimestamp": created},
-            "status": {"conditions": [condition]}}  # fmt: skip
+    return {
+        "metadata": {"name": name, "creationTimestamp": created},
+        "status": {"conditions": [condition]},
+    }
 
 
 REVISIONS = [
@@ -268,16 +296,41 @@ def test_rollback_sends_all_traffic_to_the_revision_before_the_release(tmp_path,
     before it (a revision that never became ready is skipped, one without traffic ignored)."""
     service = {"status": {"traffic": [{"revisionName": n, "percent": p} for n, p in traffic]}}
     calls = gcloud_calls(tmp_path, "rollback", service=service, revisions=REVISIONS, REGION="eu")
-    assert calls[1] == ["run", "revisions", "list", "--service", "sentiment-service",
-                        "--region", "eu", "--format", "json"]  # fmt: skip
-    assert calls[-1] == ["run", "services", "update-traffic", "sentiment-service",
-                         "--region", "eu", "--to-revisions", "sentiment-service-00002-def=100"]  # fmt: skip
+    assert calls[1] == [
+        "run",
+        "revisions",
+        "list",
+        "--service",
+        "sentiment-service",
+        "--region",
+        "eu",
+        "--format",
+        "json",
+    ]
+    assert calls[-1] == [
+        "run",
+        "services",
+        "update-traffic",
+        "sentiment-service",
+        "--region",
+        "eu",
+        "--to-revisions",
+        "sentiment-service-00002-def=100",
+    ]
 
 
 def test_rollback_to_a_named_revision_and_when_there_is_none(tmp_path):
     calls = gcloud_calls(tmp_path, "rollback", "sentiment-service-00001-abc")
-    assert calls == [["run", "services", "update-traffic", "sentiment-service",
-                      "--to-revisions", "sentiment-service-00001-abc=100"]]  # fmt: skip
+    assert calls == [
+        [
+            "run",
+            "services",
+            "update-traffic",
+            "sentiment-service",
+            "--to-revisions",
+            "sentiment-service-00001-abc=100",
+        ]
+    ]
     only = {
         "status": {"traffic": [{"revisionName": "sentiment-service-00001-abc", "percent": 100}]}
     }

@@ -55,8 +55,13 @@ def make(target: str, home: Path, endpoint: str, **variables: str) -> str:
     args = [f"{k}={v}" for k, v in variables.items()]
     proc = subprocess.run(
         ["make", "--no-print-directory", target, f"BIN={Path(sys.executable).parent}", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -75,8 +80,13 @@ def test_a_published_model_imports_into_an_empty_store_and_answers_the_same(
 
     tag = str(tiny_bento_model)
     prefix = f"s3://{BUCKET}/models/"
-    out = make("model-publish", Path(os.environ["BENTOML_HOME"]), s3_endpoint,
-               MODEL_URI=prefix, MODEL_TAG=tag)  # fmt: skip
+    out = make(
+        "model-publish",
+        Path(os.environ["BENTOML_HOME"]),
+        s3_endpoint,
+        MODEL_URI=prefix,
+        MODEL_TAG=tag,
+    )
     assert f"{tag.replace(':', '-')}.bentomodel" in out
 
     other_home = tmp_path / "other-bentoml-home"
@@ -95,8 +105,17 @@ def test_a_published_model_imports_into_an_empty_store_and_answers_the_same(
 
 def test_import_from_a_prefix_needs_an_exact_tag(tmp_path):
     proc = subprocess.run(
-        ["make", "--no-print-directory", "model-import", "MODEL_URI=s3://b/models/",
-         "MODEL_TAG=sentiment-classifier:latest"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            "make",
+            "--no-print-directory",
+            "model-import",
+            "MODEL_URI=s3://b/models/",
+            "MODEL_TAG=sentiment-classifier:latest",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode != 0 and "needs an exact MODEL_TAG" in proc.stderr

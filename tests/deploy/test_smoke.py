@@ -51,8 +51,12 @@ def test_passes_on_the_good_server_as_a_command_without_torch(keyed_server):
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, keyed_server, KEY],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for check in ("ready", "known labels", "client mistake", "api key"):
         assert f"PASS {check}" in proc.stdout

@@ -18,11 +18,24 @@ def test_break_even():
 
 
 def test_compare_smoke(tiny_trained_run_dir, tiny_bento_model, tmp_path):
-    report = main([
-        "--data", str(tiny_trained_run_dir / "data" / "*.jsonl"), "--model-tag",
-        str(tiny_bento_model), "--actors", "1", "--batch-sizes", "32", "--tiny", "8", "--repeat", "1",
-        "--out", str(tmp_path),
-    ])  # fmt: skip
+    report = main(
+        [
+            "--data",
+            str(tiny_trained_run_dir / "data" / "*.jsonl"),
+            "--model-tag",
+            str(tiny_bento_model),
+            "--actors",
+            "1",
+            "--batch-sizes",
+            "32",
+            "--tiny",
+            "8",
+            "--repeat",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     n = report["rows"]
     assert n == 200 + 40 + 40  # the tiny run's splits
     assert report["http"]["full"]["rows"] == n and report["ray"][0]["full"]["rows"] == n

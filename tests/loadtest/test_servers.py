@@ -33,8 +33,9 @@ def alive(pid: int) -> bool:
 
 
 def test_a_child_that_outlives_its_server_is_stopped_too():
-    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     child = int(proc.stdout.readline())
     try:
         assert alive(child)

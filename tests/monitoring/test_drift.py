@@ -99,10 +99,12 @@ def test_profile_round_trips_through_its_file(tmp_path):
     [
         ("{nope", "not a readable JSON file"),
         ('{"format": "other", "version": 1}', "not a sentiment-reference-profile"),
-        ('{"format": "sentiment-reference-profile", "version": 1, "features": {}}',
-         "'features' must hold exactly"),
+        (
+            '{"format": "sentiment-reference-profile", "version": 1, "features": {}}',
+            "'features' must hold exactly",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_profile_names_its_file_and_the_problem(tmp_path, content, message):
     path = tmp_path / "reference_profile.json"
     path.write_text(content)

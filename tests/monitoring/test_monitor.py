@@ -49,8 +49,9 @@ def lines(path: Path) -> list[dict]:
 @pytest.mark.parametrize("log_text", [False, True])
 def test_one_record_per_text_with_its_features_and_request_id(clf, tmp_path, log_text):
     sink = RotatingFile(tmp_path / "p.jsonl", 1 << 20, 2)
-    mon = PredictionMonitor("sentiment-classifier:v1", clf.labels, clf.unk_id, sink,
-                            log_text=log_text)  # fmt: skip
+    mon = PredictionMonitor(
+        "sentiment-classifier:v1", clf.labels, clf.unk_id, sink, log_text=log_text
+    )
     encodings, predictions = classify(clf, TEXTS)
     token = context.current.set(context.RequestInfo("req-42"))
     try:
@@ -162,8 +163,9 @@ def test_drift_scores_wait_for_enough_texts(clf, monitored_model_dir):
     mon.close()
 
 
-def test_a_model_without_a_profile_still_logs_but_has_no_drift(clf, monitored_model_dir, tmp_path,
-                                                                caplog):  # fmt: skip
+def test_a_model_without_a_profile_still_logs_but_has_no_drift(
+    clf, monitored_model_dir, tmp_path, caplog
+):
     old = tmp_path / "model"
     shutil.copytree(monitored_model_dir, old, ignore=shutil.ignore_patterns(PROFILE_FILE))
     settings = ServiceSettings.from_env({"PREDICTION_LOG_DIR": str(tmp_path / "logs")})

@@ -24,8 +24,14 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 def sample(rng, n, length=60.0, positive=0.5) -> dict[str, np.ndarray]:
     chars = rng.gamma(4.0, length / 4.0, n).round() + 1
     tokens = np.minimum(np.ceil(chars / 4) + 2, 64)
-    return feature_values(chars, tokens, tokens >= 64, np.zeros(n), rng.beta(8, 1, n),
-                          (rng.random(n) < positive).astype(int))  # fmt: skip
+    return feature_values(
+        chars,
+        tokens,
+        tokens >= 64,
+        np.zeros(n),
+        rng.beta(8, 1, n),
+        (rng.random(n) < positive).astype(int),
+    )
 
 
 def records(values, start: datetime, model="sentiment-classifier:v1", step_s=1.0) -> list[dict]:
@@ -35,13 +41,22 @@ def records(values, start: datetime, model="sentiment-classifier:v1", step_s=1.0
         score = float(values["confidence"][i])
         label = LABELS[int(values["label"][i])]
         other = LABELS[1 - int(values["label"][i])]
-        out.append({
-            "ts": (start + timedelta(seconds=i * step_s)).isoformat().replace("+00:00", "Z"),
-            "event": "prediction", "model": model, "request_id": f"r{i}",
-            "text_hash": f"{i:016x}", "chars": int(values["chars"][i]),
-            "tokens": int(values["tokens"][i]), "truncated": bool(values["truncated"][i]),
-            "unk": 0, "label": label, "score": score, "scores": {label: score, other: 1 - score},
-        })  # fmt: skip
+        out.append(
+            {
+                "ts": (start + timedelta(seconds=i * step_s)).isoformat().replace("+00:00", "Z"),
+                "event": "prediction",
+                "model": model,
+                "request_id": f"r{i}",
+                "text_hash": f"{i:016x}",
+                "chars": int(values["chars"][i]),
+                "tokens": int(values["tokens"][i]),
+                "truncated": bool(values["truncated"][i]),
+                "unk": 0,
+                "label": label,
+                "score": score,
+                "scores": {label: score, other: 1 - score},
+            }
+        )
     return out
 
 
@@ -83,22 +98,37 @@ def test_rotated_gzipped_and_cloud_logging_files_are_read_and_filtered_by_time(
     (logs / "notes.txt").write_text("ignored: not a log file name\n")
 
     out = tmp_path / "before"
-    code, report, md = run("--logs", logs, "--profile", profile_path, "--out", out,
-                           "--until", "2026-11-01T12:30:00Z")  # fmt: skip
+    code, report, md = run(
+        "--logs", logs, "--profile", profile_path, "--out", out, "--until", "2026-11-01T12:30:00Z"
+    )
     assert code == 0 and report["texts"] == 300 and report["drifted"] == []
-    assert report["skipped"] == {"lines that are not JSON": 1, "other log entries": 1,
-                                 "outside the time range": 300}  # fmt: skip
+    assert report["skipped"] == {
+        "lines that are not JSON": 1,
+        "other log entries": 1,
+        "outside the time range": 300,
+    }
     assert len(report["files"]) == 3 and "**no drift**" in md
 
     out = tmp_path / "after"
-    code, report, md = run("--logs", logs, "--profile", profile_path, "--out", out,
-                           "--since", "2026-11-01T12:30:00")  # no zone: UTC  # fmt: skip
+    code, report, md = run(
+        "--logs", logs, "--profile", profile_path, "--out", out, "--since", "2026-11-01T12:30:00"
+    )  # no zone: UTC
     assert code == 1 and report["texts"] == 300
     assert {"chars", "tokens"} <= set(report["drifted"]) and "label" not in report["drifted"]
     assert "**DRIFT** in chars, tokens" in md and "| `chars` | characters per text |" in md
 
-    code, report, _ = run("--logs", logs, "--profile", profile_path, "--out", tmp_path / "all",
-                          "--intervals", "6", "--min-texts", "100")  # fmt: skip
+    code, report, _ = run(
+        "--logs",
+        logs,
+        "--profile",
+        profile_path,
+        "--out",
+        tmp_path / "all",
+        "--intervals",
+        "6",
+        "--min-texts",
+        "100",
+    )
     assert code == 1 and report["texts"] == 600
     chars = report["over_time"]["chars"]  # 6 groups of 100: the first 3 before, then after
     assert len(chars) == 6 and max(chars[:3]) < PSI_DRIFT < min(chars[3:])
@@ -111,14 +141,15 @@ def test_rotated_gzipped_and_cloud_logging_files_are_read_and_filtered_by_time(
     [
         (["--logs", "{tmp}/nowhere"], "nowhere: no such file or directory"),
         (["--logs", "{tmp}/empty"], "empty: no log files there"),
-        (["--logs", "{tmp}/logs", "--min-texts", "500"],
-         "300 prediction records in .*; a drift verdict needs at least 500 \\(--min-texts\\)"),
+        (
+            ["--logs", "{tmp}/logs", "--min-texts", "500"],
+            "300 prediction records in .*; a drift verdict needs at least 500 \\(--min-texts\\)",
+        ),
         (["--logs", "{tmp}/logs", "--since", "yesterday"], "'yesterday' is not a time"),
-        (["--logs", "{tmp}/logs", "--since", "1h"],
-         "0 prediction records .* between 1h and now"),
+        (["--logs", "{tmp}/logs", "--since", "1h"], "0 prediction records .* between 1h and now"),
         (["--logs", "{tmp}/logs", "--warn", "0.5"], "need 0 < --warn \\(0.5\\) <= --threshold"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_exits_2_with_a_clear_message(profile_path, tmp_path, capsys, args, message):
     write(tmp_path / "logs" / "p.jsonl", records(sample(np.random.default_rng(2), 300), T0))
     (tmp_path / "empty").mkdir()
@@ -128,8 +159,7 @@ def test_bad_input_exits_2_with_a_clear_message(profile_path, tmp_path, capsys, 
     with pytest.raises(LogError, match=message):
         from monitoring.report import ReportConfig, build_report
 
-        build_report(ReportConfig(logs=[args[1]], profile=str(profile_path),
-                                  **_options(args[2:])))  # fmt: skip
+        build_report(ReportConfig(logs=[args[1]], profile=str(profile_path), **_options(args[2:])))
 
 
 def _options(args: list[str]) -> dict:
@@ -163,8 +193,10 @@ def test_the_export_stores_a_profile_made_with_the_served_model(
     for name in FEATURES:
         assert sum(profile.features[name].proportions) == pytest.approx(1.0, abs=1e-5)
     # The label mix is the served model's answers on the validation rows.
-    texts = [json.loads(line)["text"] for line in
-             (monitored_run_dir / "data" / "validation.jsonl").read_text().splitlines()]  # fmt: skip
+    texts = [
+        json.loads(line)["text"]
+        for line in (monitored_run_dir / "data" / "validation.jsonl").read_text().splitlines()
+    ]
     answers = Classifier.from_dir(monitored_model_dir, threads=1).predict(texts)
     positive = sum(a["label"] == "positive" for a in answers) / len(answers)
     assert profile.features["label"].proportions[1] == pytest.approx(positive, abs=1e-6)
@@ -174,21 +206,54 @@ def test_profile_command_rebuilds_a_models_profile_from_its_run(
     monitored_model, monitored_model_dir, monitored_run_dir, tmp_path, capsys
 ):
     out = tmp_path / "profile.json"
-    assert main(["profile", str(monitored_run_dir), "--model", str(monitored_model),
-                 "--output", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "profile",
+                str(monitored_run_dir),
+                "--model",
+                str(monitored_model),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rebuilt, stored = Profile.load(out), Profile.load(monitored_model_dir / PROFILE_FILE)
     for name in ("chars", "tokens", "truncated", "unk_rate", "label"):
         assert rebuilt.features[name].edges == stored.features[name].edges
         assert rebuilt.features[name].proportions == pytest.approx(
             stored.features[name].proportions, abs=0.01
         )
-    assert main(["profile", str(monitored_run_dir), "--model", str(monitored_model),
-                 "--output", str(out)]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "profile",
+                str(monitored_run_dir),
+                "--model",
+                str(monitored_model),
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "exists" in capsys.readouterr().err
     other = tmp_path / "other-run"
     shutil.copytree(monitored_run_dir, other)
     info = json.loads((other / "run_info.json").read_text())
     (other / "run_info.json").write_text(json.dumps({**info, "data_fingerprint": "f" * 64}))
-    assert main(["profile", str(other), "--model", str(monitored_model),
-                 "--output", str(tmp_path / "x.json")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "profile",
+                str(other),
+                "--model",
+                str(monitored_model),
+                "--output",
+                str(tmp_path / "x.json"),
+            ]
+        )
+        == 2
+    )
     assert "not the run" in capsys.readouterr().err

@@ -78,16 +78,21 @@ def phases(server, monitored_run_dir, tmp_path_factory):
     keep, per phase: its texts, request ids, time span and the settled live drift scores."""
     http, _ = server
     sets = {"held-out": read_split(monitored_run_dir, "test")}
-    sets.update({name: make(SPLIT_ROWS, seed) for seed, (name, (make, _, _)) in
-                 enumerate(SHIFTS.items(), start=11)})  # fmt: skip
+    sets.update(
+        {
+            name: make(SPLIT_ROWS, seed)
+            for seed, (name, (make, _, _)) in enumerate(SHIFTS.items(), start=11)
+        }
+    )
     out = {}
     for name, texts in sets.items():
         assert len(texts) == SPLIT_ROWS
         start, ids = datetime.now(UTC), []
         for i in range(0, len(texts), 16):
             ids.append(f"{name}-{i}")
-            resp = http.post("/classify", json={"texts": texts[i : i + 16]},
-                             headers={"x-request-id": ids[-1]})  # fmt: skip
+            resp = http.post(
+                "/classify", json={"texts": texts[i : i + 16]}, headers={"x-request-id": ids[-1]}
+            )
             assert resp.status_code == 200, resp.text
         end = datetime.now(UTC)
         live = settled_scores(http, SPLIT_ROWS)
@@ -96,11 +101,23 @@ def phases(server, monitored_run_dir, tmp_path_factory):
 
 
 def report(logs: Path, model, phase: dict, out: Path) -> tuple[int, dict]:
-    code = monitoring_cli([
-        "report", "--logs", str(logs), "--model", str(model), "--out", str(out),
-        "--since", phase["since"].isoformat(), "--until", phase["until"].isoformat(),
-        "--min-texts", "100",
-    ])  # fmt: skip
+    code = monitoring_cli(
+        [
+            "report",
+            "--logs",
+            str(logs),
+            "--model",
+            str(model),
+            "--out",
+            str(out),
+            "--since",
+            phase["since"].isoformat(),
+            "--until",
+            phase["until"].isoformat(),
+            "--min-texts",
+            "100",
+        ]
+    )
     return code, json.loads((out / "report.json").read_text())
 
 
@@ -163,8 +180,20 @@ def test_the_log_has_one_record_per_text_with_request_ids_and_no_raw_text(server
     }
     assert {r["text_hash"] for r in first} == expected
     r = first[0]
-    assert set(r) == {"ts", "event", "model", "request_id", "text_hash", "chars", "tokens",
-                      "truncated", "unk", "label", "score", "scores"}  # fmt: skip
+    assert set(r) == {
+        "ts",
+        "event",
+        "model",
+        "request_id",
+        "text_hash",
+        "chars",
+        "tokens",
+        "truncated",
+        "unk",
+        "label",
+        "score",
+        "scores",
+    }
     assert r["event"] == "prediction" and r["score"] == max(r["scores"].values())
 
 
@@ -183,8 +212,11 @@ def test_alert_rules_use_the_exported_metrics_and_the_default_thresholds(server,
 def test_in_a_container_records_go_to_stdout_as_json_lines(monitored_model, tmp_path):
     """BentoML's Dockerfile sets BENTOML_CONTAINERIZED=true: the default sink is then stdout,
     where Cloud Logging keeps each JSON line as a structured entry (jsonPayload)."""
-    env = {"MODEL_TAG": str(monitored_model), "BENTOML_CONTAINERIZED": "true",
-           "PREDICTION_LOG_DIR": str(tmp_path / "unused")}  # fmt: skip
+    env = {
+        "MODEL_TAG": str(monitored_model),
+        "BENTOML_CONTAINERIZED": "true",
+        "PREDICTION_LOG_DIR": str(tmp_path / "unused"),
+    }
     server = BentoServer("service:SentimentClassifier", env=env)
     try:
         server.wait_ready()
@@ -205,8 +237,19 @@ def test_in_a_container_records_go_to_stdout_as_json_lines(monitored_model, tmp_
     with gzip.open(export, "wt") as f:
         for r in records:
             f.write(json.dumps({"jsonPayload": r, "severity": "INFO", "resource": {}}) + "\n")
-    code = monitoring_cli(["report", "--logs", str(export), "--model", str(monitored_model),
-                           "--out", str(tmp_path / "report"), "--min-texts", "40"])  # fmt: skip
+    code = monitoring_cli(
+        [
+            "report",
+            "--logs",
+            str(export),
+            "--model",
+            str(monitored_model),
+            "--out",
+            str(tmp_path / "report"),
+            "--min-texts",
+            "40",
+        ]
+    )
     assert code == 1  # one label only
     result = json.loads((tmp_path / "report" / "report.json").read_text())
     assert result["texts"] == 40 and "label" in result["drifted"]

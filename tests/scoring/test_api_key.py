@@ -38,9 +38,23 @@ def no_key_env(monkeypatch):
 
 
 def args(server, src, dst, *extra) -> list[str]:
-    return [str(src), "--text-column", "review", "-o", str(dst), "--url", server.url,
-            "--no-progress", "--chunk-size", "64", "--batch-size", "16", "--backoff", "0.1",
-            *extra]  # fmt: skip
+    return [
+        str(src),
+        "--text-column",
+        "review",
+        "-o",
+        str(dst),
+        "--url",
+        server.url,
+        "--no-progress",
+        "--chunk-size",
+        "64",
+        "--batch-size",
+        "16",
+        "--backoff",
+        "0.1",
+        *extra,
+    ]
 
 
 def test_missing_or_wrong_key_is_fatal_at_the_probe(key_server, tmp_path, no_key_env):

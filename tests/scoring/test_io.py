@@ -38,9 +38,11 @@ def frame() -> pd.DataFrame:
 
 
 def write(df: pd.DataFrame, path) -> None:
-    {".csv": lambda: df.to_csv(path, index=False),
-     ".jsonl": lambda: df.to_json(path, orient="records", lines=True),
-     ".parquet": lambda: df.to_parquet(path, row_group_size=5)}[path.suffix]()  # fmt: skip
+    {
+        ".csv": lambda: df.to_csv(path, index=False),
+        ".jsonl": lambda: df.to_json(path, orient="records", lines=True),
+        ".parquet": lambda: df.to_parquet(path, row_group_size=5),
+    }[path.suffix]()
 
 
 def cfg(src, dst, **kw) -> ScoringConfig:
@@ -205,10 +207,28 @@ def test_resume_refuses_a_changed_input(tmp_path, frame):
 
 
 def test_cli_parses_into_config():
-    c = parse_args(["in.csv", "--text-column", "t", "-o", "o.parquet", "--batch-size", "8",
-                    "--all-scores", "--limit", "5", "--no-progress"])  # fmt: skip
+    c = parse_args(
+        [
+            "in.csv",
+            "--text-column",
+            "t",
+            "-o",
+            "o.parquet",
+            "--batch-size",
+            "8",
+            "--all-scores",
+            "--limit",
+            "5",
+            "--no-progress",
+        ]
+    )
     assert (c.batch_size, c.all_scores, c.limit, c.progress, c.out_format) == (
-        8, True, 5, False, "parquet")  # fmt: skip
+        8,
+        True,
+        5,
+        False,
+        "parquet",
+    )
     with pytest.raises(ScoringError, match="batch_size must be >= 1"):
         parse_args(["in.csv", "--text-column", "t", "-o", "o.csv", "--batch-size", "0"])
 
@@ -286,9 +306,11 @@ def test_a_locked_output_is_refused_before_anything_else(tmp_path, frame):
         "lock = OutputLock(Path(sys.argv[1])).acquire(); print('ok', flush=True); sys.stdin.read()"
     )
     holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(dst)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, "-c", hold, str(dst)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     try:
         assert holder.stdout.readline().strip() == "ok"
         with pytest.raises(ScoringError, match=rf"another run \(pid {holder.pid}\) is writing"):

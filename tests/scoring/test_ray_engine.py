@@ -32,8 +32,9 @@ BAD = {  # row -> (value, the error both engines must give)
 @pytest.fixture(scope="module")
 def local_ray():
     """A small local Ray for this module (the engine uses it and leaves it running)."""
-    ray.init(num_cpus=2, object_store_memory=200_000_000, include_dashboard=False,
-             log_to_driver=False)  # fmt: skip
+    ray.init(
+        num_cpus=2, object_store_memory=200_000_000, include_dashboard=False, log_to_driver=False
+    )
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -52,8 +53,16 @@ def frame_with_bad_rows(fmt: str) -> pd.DataFrame:
 
 
 def ray_config(src, dst, model, **kw) -> ScoringConfig:
-    return ScoringConfig(input=src, output=dst, text_column="review", engine="ray",
-                         model=model, progress=False, batch_size=32, **kw)  # fmt: skip
+    return ScoringConfig(
+        input=src,
+        output=dst,
+        text_column="review",
+        engine="ray",
+        model=model,
+        progress=False,
+        batch_size=32,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
@@ -71,8 +80,14 @@ def test_same_answers_as_the_http_engine(
         write(df.iloc[a:b], parts / f"part-{k}.{fmt}")
     (parts / "_SUCCESS").write_text("")
     http_out, ray_out = tmp_path / f"http.{fmt}", tmp_path / f"ray.{fmt}"
-    http_cfg = ScoringConfig(input=one, output=http_out, text_column="review", all_scores=True,
-                             url=scoring_server.url, progress=False)  # fmt: skip
+    http_cfg = ScoringConfig(
+        input=one,
+        output=http_out,
+        text_column="review",
+        all_scores=True,
+        url=scoring_server.url,
+        progress=False,
+    )
     http_summary = score_file(http_cfg)
     ray_summary = score_file(ray_config(parts, ray_out, str(tiny_bento_model), all_scores=True))
     h, r = read(http_out), read(ray_out)
@@ -155,11 +170,28 @@ def test_cli_interrupted_then_rerun_is_exact(tiny_bento_model, tmp_path):
     df = make_frame(n, seed=2)
     for k in range(12):  # one block per file: output streams out file by file, not at the end
         write(df.iloc[k * 500 : (k + 1) * 500], src / f"part-{k:02d}.parquet")
-    cmd = [sys.executable, "-m", "scoring", str(src), "--text-column", "review", "-o", str(out),
-           "--engine", "ray", "--model", str(tiny_bento_model), "--no-progress",
-           "--batch-size", "16", "--actors", "1"]  # fmt: skip
-    proc = subprocess.Popen(ctrl_c_able(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "scoring",
+        str(src),
+        "--text-column",
+        "review",
+        "-o",
+        str(out),
+        "--engine",
+        "ray",
+        "--model",
+        str(tiny_bento_model),
+        "--no-progress",
+        "--batch-size",
+        "16",
+        "--actors",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        ctrl_c_able(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     tmp = out.with_name(out.name + ".tmp")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -182,9 +214,25 @@ def test_cli_joins_a_running_cluster(local_ray, tiny_bento_model, tmp_path):
     """--address: the job runs on an existing Ray cluster (this module's), which outlives it."""
     src, out = tmp_path / "in.parquet", tmp_path / "out.jsonl"
     write(make_frame(40), src)
-    cmd = [sys.executable, "-m", "scoring", str(src), "--text-column", "review", "-o", str(out),
-           "--engine", "ray", "--model", str(tiny_bento_model), "--no-progress",
-           "--address", local_ray, "--id-column", "id"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "scoring",
+        str(src),
+        "--text-column",
+        "review",
+        "-o",
+        str(out),
+        "--engine",
+        "ray",
+        "--model",
+        str(tiny_bento_model),
+        "--no-progress",
+        "--address",
+        local_ray,
+        "--id-column",
+        "id",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr

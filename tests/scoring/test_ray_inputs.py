@@ -37,7 +37,11 @@ def test_a_directory_a_glob_a_file_and_a_uri(tree):
     assert names(resolve_inputs(f"{tree}/b/*.csv"), tree) == ["b/c.csv", "b/d.csv"]
     assert names(resolve_inputs(f"{tree}/*.csv"), tree) == ["a.csv"]  # * stays in its folder
     assert names(resolve_inputs(f"{tree}/**/*.csv"), tree) == [
-        "_tmp/e.csv", "a.csv", "b/c.csv", "b/d.csv"]  # fmt: skip
+        "_tmp/e.csv",
+        "a.csv",
+        "b/c.csv",
+        "b/d.csv",
+    ]
     assert names(resolve_inputs(f"file://{tree}/b"), tree) == ["b/c.csv", "b/d.csv"]
     single = resolve_inputs(tree / "a.csv")
     assert (names(single, tree), single.fmt) == (["a.csv"], "csv")
@@ -116,12 +120,23 @@ def test_what_a_ray_worker_imports():
         "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} | "
         "{m for m in sys.modules if m.startswith(('serving.', 'scoring.'))})))"
     )
-    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120
+    )
     loaded = set(done.stdout.split())
     assert {"ray", "onnxruntime", "tokenizers", "serving.inference", "serving.schema"} <= loaded
-    unwanted = {"bentoml", "_bentoml_impl", "httpx", "torch", "transformers", "serving.bento",
-                "serving.middleware", "serving.pool", "serving.metrics", "scoring.client"}  # fmt: skip
+    unwanted = {
+        "bentoml",
+        "_bentoml_impl",
+        "httpx",
+        "torch",
+        "transformers",
+        "serving.bento",
+        "serving.middleware",
+        "serving.pool",
+        "serving.metrics",
+        "scoring.client",
+    }
     assert not loaded & unwanted
 
 

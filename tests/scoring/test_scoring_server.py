@@ -283,8 +283,19 @@ def test_cli_ctrl_c_then_rerun(scoring_server, tmp_path):
     df = make_frame(n, seed=1)
     src, dst = tmp_path / "in.parquet", tmp_path / "out.jsonl"
     write(df, src)
-    args = [sys.executable, "-m", "scoring", str(src), "--text-column", "review", "-o", str(dst),
-            "--url", scoring_server.url, "--no-progress"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "scoring",
+        str(src),
+        "--text-column",
+        "review",
+        "-o",
+        str(dst),
+        "--url",
+        scoring_server.url,
+        "--no-progress",
+    ]
     slow = ["--chunk-size", "50", "--batch-size", "2", "--concurrency", "1"]
     proc = subprocess.Popen(ctrl_c_able(args + slow), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60

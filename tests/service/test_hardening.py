@@ -99,13 +99,20 @@ def post_request(body: bytes, extra: str = "", content_type: str = "application/
 def test_every_adjustment_applies_at_start_up_and_says_so_in_one_line(strict_server):
     """serving.adjustments.apply runs once per worker, in the service's start-up, and logs
     which adjustments of BentoML's and uvicorn's internals applied: all of them here."""
-    lines = re.findall(r"BentoML/uvicorn adjustments \((.*?)\): applied (.*?); not applied (.*)",
-                       strict_server.output())  # fmt: skip
+    lines = re.findall(
+        r"BentoML/uvicorn adjustments \((.*?)\): applied (.*?); not applied (.*)",
+        strict_server.output(),
+    )
     assert len(lines) == 1, strict_server.output()[-3000:]
     versions, applied, left = lines[0]
     assert versions.startswith("bentoml 1.4.") and "uvicorn " in versions
-    assert applied.split(", ") == ["batch_wait_cap", "concurrent_batches", "server_bounds",
-                                   "quiet_client_errors", "openapi_info"]  # fmt: skip
+    assert applied.split(", ") == [
+        "batch_wait_cap",
+        "concurrent_batches",
+        "server_bounds",
+        "quiet_client_errors",
+        "openapi_info",
+    ]
     assert left.strip() == "none"
 
 
@@ -433,8 +440,9 @@ def test_a_corrupt_model_file_is_named_at_start_up(tiny_bento_model, broken):
             f.write("{ this is not JSON")
     server = BentoServer(TARGET, env={"MODEL_TAG": str(model.tag)})
     assert server.wait_exit(timeout=60) != 0
-    assert re.search(rf"{re.escape(broken)}: not a (readable JSON file|valid tokenizer)",
-                     server.output())  # fmt: skip
+    assert re.search(
+        rf"{re.escape(broken)}: not a (readable JSON file|valid tokenizer)", server.output()
+    )
 
 
 # ---- graceful shutdown ------------------------------------------------------------------------
@@ -482,9 +490,14 @@ def test_sigterm_under_load_drains_accepted_requests_and_exits_in_time(tiny_bent
         server.stop()
     assert ready != 200
     in_progress = [r for r in results if r[0] < signalled < r[1]]
-    lost = [r for r in in_progress if r[2] != 200 and not (
-        isinstance(r[2], str) and r[0] > signalled - 0.05  # bytes still in flight: retried
-    )]  # fmt: skip
+    lost = [
+        r
+        for r in in_progress
+        if r[2] != 200
+        and not (
+            isinstance(r[2], str) and r[0] > signalled - 0.05  # bytes still in flight: retried
+        )
+    ]
     statuses = [r[2] for r in results if isinstance(r[2], int)]
     assert sum(1 for s in statuses if s == 200) > 50
     assert all(s == 200 for s in statuses), sorted(set(statuses))  # never a 5xx

@@ -131,12 +131,15 @@ def test_missing_model_file_is_named(tmp_path):
     ("name", "content", "message"),
     [
         ("model_config.json", "{not json", r"model_config\.json: not a readable JSON file"),
-        ("model_config.json", '{"labels": [], "max_length": 8, "input_names": ["input_ids"]}',
-         r"model_config\.json: 'labels' must be"),
+        (
+            "model_config.json",
+            '{"labels": [], "max_length": 8, "input_names": ["input_ids"]}',
+            r"model_config\.json: 'labels' must be",
+        ),
         ("tokenizer.json", "{}", r"tokenizer\.json: not a valid tokenizer\.json"),
         ("model.onnx", "garbage", r"model\.onnx: ONNX Runtime cannot load it"),
     ],
-)  # fmt: skip
+)
 def test_corrupt_model_file_is_named(tmp_path, tiny_model_path, name, content, message):
     import shutil
 

@@ -128,9 +128,9 @@ def test_wrong_checksum_is_refused(encoder, tmp_path):
 
 
 def test_shapes_must_fit_the_config(encoder, tmp_path):
-    assert check_shapes(encoder)["tensors_checked"] == len(safetensors_shapes(
-        encoder / "model.safetensors"
-    ))  # fmt: skip
+    assert check_shapes(encoder)["tensors_checked"] == len(
+        safetensors_shapes(encoder / "model.safetensors")
+    )
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     for path in encoder.iterdir():

@@ -73,9 +73,12 @@ def test_trainer_feeds_each_rows_teacher_logits_to_the_loss(tiny_model_dir, tmp_
     teacher = [[3.0, -1.0], [-2.0, 2.0], [0.5, 0.0], [1.0, 4.0]]
     ds = datasets.Dataset.from_dict({**rows, "labels": [1, 0, 1, 0], "teacher_logits": teacher})
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, remove_unused_columns=False,
-        report_to=[], use_cpu=True,
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        remove_unused_columns=False,
+        report_to=[],
+        use_cpu=True,
+    )
     trainer = distillation_trainer(2.0, 0.5)(
         model=model,
         args=args,
@@ -279,12 +282,33 @@ def test_student_trains_on_a_tiny_teachers_logits(tmp_path, capsys):
     student_model = build_tiny_model(tmp_path / "bert")
     (tmp_path / "student.yaml").write_text("early_stopping_patience: 20\n")
     student_args = [
-        "--config", str(tmp_path / "student.yaml"),
-        "--dataset", str(data), "--model", str(student_model), "--max-length", "32",
-        "--epochs", "8", "--batch-size", "8", "--learning-rate", "2e-3",
-        "--warmup-ratio", "0", "--num-threads", "1", "--output-dir", str(tmp_path / "runs"),
-        "--teacher-logits", str(out), "--distill-temperature", "3", "--distill-alpha", "0.7",
-    ]  # fmt: skip
+        "--config",
+        str(tmp_path / "student.yaml"),
+        "--dataset",
+        str(data),
+        "--model",
+        str(student_model),
+        "--max-length",
+        "32",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "2e-3",
+        "--warmup-ratio",
+        "0",
+        "--num-threads",
+        "1",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--teacher-logits",
+        str(out),
+        "--distill-temperature",
+        "3",
+        "--distill-alpha",
+        "0.7",
+    ]
     assert train_main([*student_args, "--run-name", "student"]) == 0
     student_run = tmp_path / "runs" / "latest"
     info = json.loads((student_run / "run_info.json").read_text())
@@ -319,9 +343,11 @@ def test_augmented_transfer_texts_are_reproducible_and_checked(tmp_path):
     teacher.logits["augmented"] = np.zeros((len(extra), 2), np.float32)
     teacher.meta["rows"]["augmented"] = len(extra)
     teacher.meta["augmentation"] = {
-        "method": "word-dropout-or-span/1", "copies": 1, "seed": 0,
+        "method": "word-dropout-or-span/1",
+        "copies": 1,
+        "seed": 0,
         "texts_sha256": texts_sha256(extra),
-    }  # fmt: skip
+    }
     texts, logits = TeacherLogits.load(teacher.save(tmp_path / "aug.npz")).augmented(train)
     assert texts == extra and logits.shape == (len(extra), 2)
     with pytest.raises(TeacherLogitsError, match="augmented texts differ"):
