@@ -75,8 +75,8 @@ def activation_ranges(
     float_path: Path,
     tensors: Sequence[str],
     reader: TextCalibrationReader,
-    method: str = "minmax",
-    percentile: float = 99.9,
+    method: str = "percentile",
+    percentile: float = 99.0,
 ) -> dict[str, tuple[float, float]]:
     """(min, max) of each of `tensors` in the float graph over the calibration texts of `reader`."""
     import onnx

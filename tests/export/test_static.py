@@ -72,7 +72,8 @@ def test_static_graph_has_constant_scales_and_integer_matmuls(fp32_onnx, int8_on
     head = sorted(n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm"))
     assert head == ["/bert/pooler/dense/Gemm_MatMul", "/classifier/Gemm_MatMul"]
     assert settings["activation_scales"] == "static"
-    assert settings["calibration"]["method"] == "minmax"
+    assert settings["calibration"]["method"] == "percentile"
+    assert settings["calibration"]["percentile"] == 99.0
     assert settings["calibration"]["rows"] == 64
     assert settings["calibration"]["tensors"] == counts["QuantizeLinear"]
     assert path.stat().st_size < fp32_onnx.stat().st_size
