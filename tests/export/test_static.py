@@ -159,3 +159,25 @@ def test_gate_refuses_a_batch_dependent_static_graph_unless_forced():
 def test_freeze_needs_a_range_for_every_quantized_tensor(int8_onnx, tmp_path):
     with pytest.raises(ValueError, match="no calibrated range"):
         freeze_scales(int8_onnx[0], {}, tmp_path / "model.onnx")
+
+
+@pytest.mark.slow
+def test_static_scales_on_the_optimized_graph(
+    fp32_onnx, run, tokenizer, eval_rows, torch_probs, tmp_path
+):
+    """The O2 graph (fused Attention, left float by the default operators) freezes the same way."""
+    from export import optimize_onnx
+    from export.smooth import calibration_texts
+    from export.static import static_quantize
+
+    optimized = optimize_onnx(fp32_onnx, tmp_path / "opt", "O2")
+    texts = calibration_texts(run.rows("train"), 64)
+    path, _ = static_quantize(optimized, tmp_path / "int8", ExportConfig(), tokenizer, texts)
+    counts = op_counts(path)
+    assert counts["Attention"] == 2 and counts["DynamicQuantizeLinear"] == 0
+    assert counts["QuantizeLinear"] > 0 and counts["MatMulIntegerToFloat"] > 0
+    runtime = OnnxClassifier(path, tokenizer).runtime
+    result = batch_invariance(runtime, _texts(eval_rows))
+    assert result["passed"], result
+    probs = runtime.probabilities(runtime.encode([r["text"] for r in eval_rows]))
+    assert compare(torch_probs, probs)["agreement"] >= 0.975
