@@ -5,9 +5,11 @@
 MODEL is a stored model tag (`sentiment-classifier:latest`), a stored model's directory
 (model.onnx + tokenizer.json + model_config.json) or a bare .onnx file (tokenizer and labels from
 the run dir). For each: test accuracy, texts/s in this process (one ONNX Runtime thread,
-length-sorted sub-batches of 8, interleaved best of `--rounds`), and how a text's scores move with
-its batch mates: each of `--invariance-rows` test texts scored alone vs in batches of 8 in file
-order and in shuffled batches of 32 (max difference, texts more than 1e-4 apart, label flips).
+length-sorted sub-batches of 8, interleaved best of `--rounds`), agreement with the first MODEL
+(labels, largest and mean probability difference: list FP32 first), and how a text's scores
+move with its batch mates: each of `--invariance-rows` test texts scored alone vs in batches of
+8 in file order and in shuffled batches of 32 (max difference, texts more than 1e-4 apart, label
+flips).
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ def measure(sources: list[str], run_dir: Path, rounds: int, invariance_rows: int
         runtime.sub_batch_size = 8
         probs = runtime.probabilities(runtime.encode(texts))
         results[source]["accuracy"] = float(np.mean(probs.argmax(1) == labels))
+        first = results[sources[0]].setdefault("probs", probs)
+        results[source]["vs_first"] = (
+            float(np.mean(probs.argmax(1) == first.argmax(1))),
+            float(np.abs(probs - first).max()),
+            float(np.abs(probs - first).mean()),
+        )
         results[source]["invariance"] = invariance(runtime, texts[:invariance_rows])
         results[source]["texts_per_s"] = 0.0
     for _ in range(rounds):  # interleaved, best of `rounds`: a noisy neighbour hits all alike
@@ -89,11 +97,14 @@ def table(results: list[dict], n_test: int, invariance_rows: int) -> str:
         "model",
         f"test acc ({n_test})",
         "texts/s",
+        "vs the first: agreement / max / mean prob diff",
         *(f"alone vs {name}: max diff / >1e-4 / flips" for name, _, _ in WAYS),
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
+        agree, most, mean = r["vs_first"]
         cells = [f"`{r['model']}`", f"{r['accuracy']:.4f}", f"{r['texts_per_s']:.0f}"]
+        cells.append(f"{agree:.2%} / {most:.3f} / {mean:.4f}")
         for name, _, _ in WAYS:
             diff, over, flips = r["invariance"][name]
             cells.append(f"{diff:.2g} / {over} / {flips}")
