@@ -6,6 +6,7 @@ client imports this package (import-linter contracts in pyproject.toml, run by `
     python -m experiments.quantization [RUN_DIR]       # quantization settings side by side
     python -m experiments.mcnemar BASE OTHER [...]     # paired test of models on the same rows
     python -m experiments.tradeoff TAG [TAG ...]       # accuracy vs speed of stored models
+    python -m experiments.invariance MODEL [...]       # accuracy, speed, batch invariance
     python -m experiments.scoring_engines              # HTTP vs Ray Data batch scoring
     python -m experiments.scoring_grid INPUT ...       # HTTP scoring over batch x concurrency
     python -m experiments.drift_demo                   # live drift gauges and report, real model

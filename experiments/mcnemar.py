@@ -89,8 +89,8 @@ def predict(model: Model, texts: list[str]) -> np.ndarray:
     if model.kind == "stored":
         from serving.inference import Classifier, available_cpus
 
-        # sub-batches as the service and export/ make them (INT8 answers depend slightly on
-        # a text's batch mates)
+        # sub-batches as the service makes them (a model stored with
+        # --activation-scales dynamic answers a little differently in other batches)
         clf = Classifier.from_dir(model.path, available_cpus())
         return clf.probabilities(clf.encode(texts))
     import torch

@@ -1,4 +1,5 @@
-"""Export stage: training run dir -> ONNX (Optimum) -> INT8 -> accuracy gate -> BentoML model store.
+"""Export stage: training run dir -> ONNX (Optimum) -> INT8 (static activation scales) -> accuracy
+and batch-invariance gates -> BentoML model store.
 
 Heavy libraries (optimum, onnxruntime, bentoml) are imported inside the functions that use them.
 """
@@ -6,7 +7,13 @@ Heavy libraries (optimum, onnxruntime, bentoml) are imported inside the function
 from export.config import ExportConfig
 from export.convert import export_onnx, optimize_onnx
 from export.evaluate import OnnxClassifier, evaluate_onnx, load_tokenizer
-from export.pipeline import AccuracyGateError, ExportReport, export_run, run_export
+from export.pipeline import (
+    AccuracyGateError,
+    ExportReport,
+    InvarianceGateError,
+    export_run,
+    run_export,
+)
 from export.quantize import detect_isa, quantize
 from export.rundir import RunDirError, load_run_dir
 from export.store import STORED_FILES, save_to_store
@@ -16,6 +23,7 @@ __all__ = [
     "AccuracyGateError",
     "ExportConfig",
     "ExportReport",
+    "InvarianceGateError",
     "OnnxClassifier",
     "RunDirError",
     "detect_isa",

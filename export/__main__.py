@@ -1,4 +1,5 @@
-"""`python -m export [RUN_DIR] [options]`: ONNX export, INT8 quantization, accuracy gate, store."""
+"""`python -m export [RUN_DIR] [options]`: ONNX export, INT8 quantization, accuracy and
+batch-invariance gates, store."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from functools import partial
 from pathlib import Path
 
 from common.cli import comma_list, config_from_args, with_default
-from export.config import ISAS, OPTIMIZE_MODES, ExportConfig
+from export.config import (
+    ACTIVATION_SCALES,
+    CALIBRATION_METHODS,
+    ISAS,
+    OPTIMIZE_MODES,
+    ExportConfig,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
@@ -29,6 +36,25 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
         action="store_false",
         default=None,
         help="store the FP32 graph",
+    )
+    p.add_argument(
+        "--activation-scales",
+        choices=ACTIVATION_SCALES,
+        help=d(
+            "activation_scales",
+            "static: calibrated once, a text's scores do not depend on its batch mates; "
+            "dynamic: per call, needs --allow-batch-dependence",
+        ),
+    )
+    p.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        help=d("calibration_method", "how the static scales are calibrated"),
+    )
+    p.add_argument(
+        "--calibration-percentile",
+        type=float,
+        help=d("calibration_percentile", "with --calibration-method percentile"),
     )
     p.add_argument(
         "--isa", choices=ISAS, help=d("isa", "CPU instruction set to quantize for; auto: detect")
@@ -70,7 +96,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
     p.add_argument(
         "--calibration-rows",
         type=int,
-        help=d("calibration_rows", "training texts used to calibrate the smoothing"),
+        help=d(
+            "calibration_rows",
+            "training texts that calibrate the smoothing and the static activation scales",
+        ),
     )
     p.add_argument(
         "--quantize-head",
@@ -91,7 +120,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
         help=d("max_accuracy_drop", "refuse INT8 test accuracy this many points below FP32"),
     )
     p.add_argument(
-        "--force", action="store_true", default=None, help="store even if the accuracy gate fails"
+        "--force",
+        action="store_true",
+        default=None,
+        help="store even if a gate fails (dynamic scales need --allow-batch-dependence)",
+    )
+    p.add_argument(
+        "--invariance-rows",
+        type=int,
+        help=d("invariance_rows", "test texts the batch-invariance gate scores"),
+    )
+    p.add_argument(
+        "--allow-batch-dependence",
+        action="store_true",
+        default=None,
+        help="store a model whose scores depend on a text's batch mates "
+        "(--activation-scales dynamic fails the invariance gate by construction)",
     )
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: all)")
     p.add_argument("--batch-size", type=int, help=d("batch_size", "texts per ONNX Runtime call"))
@@ -109,13 +153,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, ExportConfig]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 stored, 1 accuracy gate refused, 2 bad run dir or arguments."""
+    """Exit codes: 0 stored, 1 a gate (accuracy, batch invariance) refused, 2 bad run dir or
+    arguments."""
     try:
         run_dir, config = parse_args(argv)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from export.pipeline import AccuracyGateError, run_export
+    from export.pipeline import AccuracyGateError, InvarianceGateError, run_export
     from export.rundir import RunDirError
 
     try:
@@ -123,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunDirError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except AccuracyGateError as e:
+    except (AccuracyGateError, InvarianceGateError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(report.summary())

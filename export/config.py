@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ISAS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
+ACTIVATION_SCALES = ("static", "dynamic")
+CALIBRATION_METHODS = ("minmax", "percentile")
 OPTIMIZE_MODES = ("auto", "on", "off")
 
 
@@ -20,14 +22,23 @@ class ExportConfig:
     # model is measurably faster with it.
     optimize: str = "auto"
     optimization_level: str = "O2"  # Optimum's O1 / O2 / O3 (O4 is GPU fp16)
-    # INT8 dynamic quantization
+    # INT8 quantization (export/quantize.py, export/static.py)
     quantize: bool = True
+    # "static": activation scales calibrated once on training texts, so a text's scores do not
+    # depend on its batch mates (the /classify contract). "dynamic": ORT's per-call ranges, opt-in;
+    # it fails the invariance gate and is stored only with `allow_batch_dependence`.
+    activation_scales: str = "static"
+    # How the static scales are calibrated (export/static.py). Measured on the default MiniLM run
+    # (docs/quantization.md): percentile 99 is as fast as minmax and closer to FP32.
+    calibration_method: str = "percentile"
+    calibration_percentile: float = 99.0
     isa: str = "auto"  # instruction set the AutoQuantizationConfig targets; auto = detect
     per_channel: bool = True
     reduce_range: bool = False
     operators_to_quantize: list[str] = field(default_factory=lambda: ["MatMul", "Gather"])
     nodes_to_exclude: list[str] = field(default_factory=list)
     keep_head_fp32: bool = True  # leave the pooler / classifier head un-quantized (tiny, sensitive)
+    # Training texts (`calibration_rows`, below) also calibrate the static activation scales.
     # SmoothQuant-style smoothing (export/smooth.py) before quantizing: per input channel, move
     # activation outliers into the (per-channel quantized) weights of the encoder's weight MatMuls,
     # with a strength searched per MatMul on `calibration_rows` training texts. The MatMuls are
@@ -43,6 +54,11 @@ class ExportConfig:
     # Accuracy gate: refuse INT8 test accuracy more than this many points below FP32.
     max_accuracy_drop: float = 0.5
     force: bool = False
+    # Invariance gate: the same text must score the same (within `invariance_tolerance`) alone and
+    # inside batches of other texts. Dynamic scales fail it by construction; this stores it anyway.
+    invariance_tolerance: float = 1e-5
+    invariance_rows: int = 200  # test texts scored alone and in batches
+    allow_batch_dependence: bool = False
     # Measurement
     batch_size: int = 8  # texts per ONNX Runtime call, as the service runs them (<= 256 tokens)
     threads: int | None = None  # onnxruntime intra-op threads; None = all cores
@@ -59,10 +75,25 @@ class ExportConfig:
             raise ValueError(
                 f"optimization_level must be O1, O2 or O3, got {self.optimization_level!r}"
             )
+        if self.activation_scales not in ACTIVATION_SCALES:
+            raise ValueError(
+                f"activation_scales must be one of {ACTIVATION_SCALES}, got {self.activation_scales!r}"
+            )
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise ValueError(
+                f"calibration_method must be one of {CALIBRATION_METHODS}, "
+                f"got {self.calibration_method!r}"
+            )
+        if not 50 < self.calibration_percentile <= 100:
+            raise ValueError(
+                f"calibration_percentile must lie in (50, 100], got {self.calibration_percentile}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.invariance_rows < 1:
+            raise ValueError(f"invariance_rows must be >= 1, got {self.invariance_rows}")
         if self.calibration_rows < 1:
             raise ValueError(f"calibration_rows must be >= 1, got {self.calibration_rows}")
         if not self.operators_to_quantize:

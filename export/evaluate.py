@@ -45,14 +45,11 @@ class OnnxClassifier:
 
     def predict_proba(self, texts: list[str], batch_size: int = 8) -> np.ndarray:
         """Softmax probabilities [len(texts), num_labels] in input order, run in length-sorted
-        batches of `batch_size`."""
+        batches of `batch_size` (a speed setting: the export's invariance gate holds a stored
+        model's answers to not depend on how texts are batched)."""
         if not texts:
             raise ValueError("predict_proba needs at least one text")
-        from serving.inference import DEFAULT_SUB_BATCH_TOKENS
-
-        # sub-batches as the service makes them: dynamic INT8 depends on a text's batch mates
         self.runtime.sub_batch_size = batch_size
-        self.runtime.sub_batch_tokens = DEFAULT_SUB_BATCH_TOKENS
         return self.runtime.probabilities(self.runtime.encode(texts))
 
     def throughput(self, texts: list[str], batch_size: int = 8, repeats: int = 1) -> float:

@@ -16,10 +16,12 @@ from common.tracking import MlflowRecord, record_export
 from export.config import ExportConfig
 from export.convert import export_onnx, optimize_onnx
 from export.evaluate import OnnxClassifier, compare, evaluate_onnx, load_tokenizer
+from export.invariance import batch_invariance
 from export.profile import run_profile
 from export.quantize import QUANTIZED_OPS, op_counts, quantize
 from export.rundir import load_run_dir
 from export.smooth import calibration_texts, smooth_graph
+from export.static import static_quantize
 from export.store import save_to_store
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ VERSIONED = (
 
 class AccuracyGateError(RuntimeError):
     """The INT8 model lost more accuracy against FP32 than the configured threshold allows."""
+
+
+class InvarianceGateError(RuntimeError):
+    """A text's scores depend on the texts it is batched with (the /classify contract)."""
 
 
 @dataclass
@@ -67,6 +73,13 @@ class ExportReport:
             f"max prob diff {m['agreement']['test']['max_prob_diff']:.4f}, "
             f"accuracy drop {m['gate']['accuracy_drop_points']:+.2f} points "
             f"(limit {m['gate']['max_accuracy_drop']}{', forced' if m['gate']['forced'] else ''})"
+        )
+        inv = m["invariance"]
+        out.append(
+            f"batch invariance ({inv['texts']} test texts alone vs in batches): max diff "
+            f"{inv['max_diff']:.1e}, {inv['texts_over_tolerance']} over {inv['tolerance']:g}, "
+            f"{inv['label_flips']} label flips"
+            + ("" if inv["passed"] else f" (stored: {inv['stored_because']})")
         )
         out.append(f"graph optimization: {m['optimization']['decision']}")
         out.append(f"stored: {self.tag}")
@@ -106,8 +119,8 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
 
     steps.set_postfix_str("smooth")
     source, smoothing = fp32_path, None
+    texts = calibration_texts(run.rows("train"), config.calibration_rows)
     if config.quantize and config.smooth:
-        texts = calibration_texts(run.rows("train"), config.calibration_rows)
         source, smoothing = smooth_graph(fp32_path, work / "smoothed", tokenizer, texts, config)
     steps.update()
 
@@ -123,7 +136,11 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
     quant_info = None
     if config.quantize:
         for key, path in list(candidates.items()):
-            candidates[key], quant_info = quantize(path, work / f"int8-{key}", config)
+            out = work / f"int8-{key}"
+            if config.activation_scales == "static":
+                candidates[key], quant_info = static_quantize(path, out, config, tokenizer, texts)
+            else:
+                candidates[key], quant_info = quantize(path, out, config)
         quant_info["smoothing"] = smoothing
     steps.update()
 
@@ -155,6 +172,12 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
     )
     if not gate["passed"]:
         logger.warning("%s; storing anyway because of --force", gate["message"])
+    invariance = batch_invariance(
+        final.runtime,
+        [r["text"] for r in rows["test"][: config.invariance_rows]],
+        config.invariance_tolerance,
+    )
+    check_invariance(invariance, config)
 
     steps.set_postfix_str("store")
     counts = op_counts(final_path)
@@ -178,6 +201,7 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
         "metrics": metrics,
         "agreement": agreement,
         "gate": gate,
+        "invariance": invariance,
         "quantization": quant_info,
         "optimization": optimization,
         "size_bytes": sizes,
@@ -257,6 +281,42 @@ def check_gate(fp32_accuracy: float, accuracy: float, max_drop: float, force: bo
         gate["forced"] = True
         gate["message"] = message
     return gate
+
+
+def check_invariance(invariance: dict, config: ExportConfig) -> dict:
+    """Refuse (`InvarianceGateError`) a model whose scores for a text depend on its batch mates.
+
+    Dynamic activation scales fail by construction and are stored only with
+    `allow_batch_dependence`; any other failure (a static graph that still depends on its batch,
+    e.g. through a padding bug) only with `force`. Either way the reason is recorded in
+    `invariance["stored_because"]`.
+    """
+    if invariance["passed"]:
+        return invariance
+    dynamic = config.quantize and config.activation_scales == "dynamic"
+    message = (
+        f"invariance gate: a text's scores depend on its batch mates: up to "
+        f"{invariance['max_diff']:.2e} apart alone vs in batches, "
+        f"{invariance['texts_over_tolerance']} of {invariance['texts']} test texts beyond "
+        f"{invariance['tolerance']:g}, {invariance['label_flips']} labels flip"
+    )
+    if dynamic:
+        message += (
+            "; expected with --activation-scales dynamic (each call quantizes its activations "
+            "with its own range)"
+        )
+        if config.allow_batch_dependence:
+            invariance["stored_because"] = "--allow-batch-dependence"
+        else:
+            raise InvarianceGateError(
+                f"{message}; nothing stored (--allow-batch-dependence stores it anyway)"
+            )
+    elif config.force:
+        invariance["stored_because"] = "--force"
+    else:
+        raise InvarianceGateError(f"{message}; nothing stored (--force stores it anyway)")
+    logger.warning("%s; storing anyway because of %s", message, invariance["stored_because"])
+    return invariance
 
 
 def _choose(candidates: dict, tokenizer, test_rows: list[dict], config: ExportConfig):

@@ -11,8 +11,16 @@ from export.config import ExportConfig
 
 logger = logging.getLogger(__name__)
 
-# Nodes that only exist in a quantized graph (QOperator format, dynamic mode).
-QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QAttention")
+# Nodes that only exist in a quantized graph (QOperator format; dynamic, or static scales as
+# export/static.py makes them).
+QUANTIZED_OPS = (
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeLinear",
+    "QuantizeLinear",
+    "DynamicQuantizeMatMul",
+    "QAttention",
+)
 
 
 def detect_isa(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> str:

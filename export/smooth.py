@@ -1,6 +1,7 @@
-"""SmoothQuant-style activation smoothing before INT8 dynamic quantization.
+"""SmoothQuant-style activation smoothing before INT8 quantization.
 
-Dynamic quantization gives each MatMul input ONE uint8 range per batch. In a fine-tuned BERT a
+INT8 quantization gives each MatMul input ONE uint8 range (per call with dynamic scales, once
+with the static scales of export/static.py). In a fine-tuned BERT a
 few hidden channels carry outliers 10-20x larger than the rest (measured on MiniLM-L6: the
 post-attention LayerNorm output that feeds the FFN reaches ~30 in one channel while the median
 channel stays under 2; the GELU output that feeds the FFN output projection reaches ~25), so that

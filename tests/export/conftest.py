@@ -51,3 +51,16 @@ def torch_probs(run, eval_rows) -> np.ndarray:
     )
     with torch.no_grad():
         return model(**batch).logits.softmax(-1).numpy()
+
+
+@pytest.fixture(scope="session")
+def static_onnx(fp32_onnx, run, tokenizer, tmp_path_factory):
+    """(path, settings) of the INT8 graph with static activation scales (the export's default),
+    calibrated on the tiny run's training texts."""
+    from export.smooth import calibration_texts
+    from export.static import static_quantize
+
+    texts = calibration_texts(run.rows("train"), 64)
+    return static_quantize(
+        fp32_onnx, tmp_path_factory.mktemp("static"), ExportConfig(), tokenizer, texts
+    )

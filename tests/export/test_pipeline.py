@@ -73,6 +73,10 @@ def test_store_metadata_describes_the_model(tiny_bento_model, tiny_trained_run_d
         "passed": True,
         "forced": False,
     }
+    assert meta["invariance"]["passed"] is True  # static scales: batch mates change nothing
+    assert meta["invariance"]["texts"] == 40 and meta["invariance"]["max_diff"] <= 1e-5
+    assert meta["quantization"]["activation_scales"] == "static"
+    assert meta["quantization"]["calibration"]["rows"] == 128
     assert meta["quantization"]["per_channel"] is True
     assert meta["quantization"]["isa"] in ("avx512_vnni", "avx512", "avx2", "arm64")
     smoothing = meta["quantization"]["smoothing"]  # on by default, calibrated on train rows
@@ -80,7 +84,7 @@ def test_store_metadata_describes_the_model(tiny_bento_model, tiny_trained_run_d
     assert len(smoothing["matmuls"]) == 12  # every encoder weight MatMul was considered
     assert meta["export_config"]["smooth"] is True
     assert meta["optimization"]["applied"] is False
-    assert meta["quantized_nodes"]["MatMulInteger"] == 16
+    assert meta["quantized_nodes"] == {"MatMulIntegerToFloat": 16, "QuantizeLinear": 16}
     assert meta["size_bytes"]["model"] < meta["size_bytes"]["fp32"]
     assert set(meta["versions"]) >= {"onnxruntime", "optimum", "transformers", "bentoml"}
     assert meta["texts_per_s"]["model"] > 0
@@ -150,6 +154,43 @@ def test_cli_gate_refuses_then_force_stores(tiny_trained_run_dir, capsys):
     assert model.info.metadata["gate"]["forced"] is True
     assert model.info.labels["quantized"] == "false"
     assert json.loads(Path(model.path_of("model_config.json")).read_text())["quantized"] is False
+
+
+@pytest.mark.slow
+def test_cli_dynamic_scales_need_an_explicit_flag(tiny_trained_run_dir, tmp_path, capsys):
+    """Dynamic activation scales fail the invariance gate by construction: exit 1, nothing stored,
+    unless --allow-batch-dependence says so; the model then records why it was stored."""
+    from tests.export.test_static import ODD_TEXT
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_trained_run_dir, run_dir)
+    with (run_dir / "data" / "test.jsonl").open("a") as f:  # a batch mate that moves the range
+        f.write(json.dumps({"text": ODD_TEXT, "label": 0}) + "\n")
+    before = _models()
+    args = [
+        str(run_dir),
+        "--optimize",
+        "off",
+        "--activation-scales",
+        "dynamic",
+        "-q",
+        "--max-accuracy-drop",
+        "100",
+    ]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "invariance gate" in err and "--allow-batch-dependence" in err
+    assert _models() == before
+
+    assert main([*args, "--allow-batch-dependence"]) == 0
+    assert "stored: --allow-batch-dependence" in capsys.readouterr().out
+    (new,) = _models() - before
+    import bentoml
+
+    meta = bentoml.models.get(new).info.metadata
+    assert meta["invariance"]["passed"] is False
+    assert meta["invariance"]["stored_because"] == "--allow-batch-dependence"
+    assert meta["quantization"]["mode"] == "dynamic"
 
 
 # --- bad run directories -----------------------------------------------------------------------

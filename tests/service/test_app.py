@@ -33,7 +33,7 @@ def test_classify_answers_in_input_order(client, reference, review_rows):
     for answer, probs in zip(answers, expected, strict=True):
         assert set(answer) == {"label", "score", "scores"}
         assert answer["scores"] == pytest.approx(
-            dict(zip(reference.labels, probs, strict=True)), abs=0.02
+            dict(zip(reference.labels, probs, strict=True)), abs=1e-5
         )
         assert sum(answer["scores"].values()) == pytest.approx(1.0, abs=1e-5)
 

@@ -78,8 +78,8 @@ def test_predictions_in_input_order_match_onnxruntime(classifier, reference, rev
     predictions = classifier.predict(texts)
     expected = reference(texts)
     probs = np.array([[p["scores"][label] for label in reference.labels] for p in predictions])
-    # INT8 activations are quantized per batch, so padding moves probabilities a little.
-    np.testing.assert_allclose(probs, expected, atol=0.02)
+    # Static activation scales: sorting, sub-batching and padding change nothing (float noise).
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
     assert [p["label"] for p in predictions] == [reference.labels[k] for k in expected.argmax(1)]
     assert [p["label"] for p in predictions] == [r["label"] for r in review_rows]
 
@@ -91,10 +91,10 @@ def test_sorting_and_shuffling_do_not_change_answers(classifier, review_rows):
     perm = np.random.default_rng(0).permutation(len(texts))
     shuffled = classifier.predict([texts[i] for i in perm])
     for a, b in zip(sorted_run, unsorted_run, strict=True):
-        assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=0.02)
+        assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-5)
     for j, i in enumerate(perm):
         assert shuffled[j]["label"] == sorted_run[i]["label"]
-        assert shuffled[j]["score"] == pytest.approx(sorted_run[i]["score"], abs=0.02)
+        assert shuffled[j]["score"] == pytest.approx(sorted_run[i]["score"], abs=1e-5)
 
 
 def test_probabilities_sum_to_one_with_the_models_labels(classifier, review_rows):

@@ -41,7 +41,7 @@ def test_classify_in_input_order_matches_onnxruntime(http, reference, review_row
     assert [a["label"] for a in answers] == [r["label"] for r in review_rows]
     for answer, probs in zip(answers, expected, strict=True):
         assert answer["scores"] == pytest.approx(
-            dict(zip(reference.labels, probs, strict=True)), abs=0.02
+            dict(zip(reference.labels, probs, strict=True)), abs=1e-5
         )
         assert sum(answer["scores"].values()) == pytest.approx(1.0, abs=1e-5)
         assert answer["score"] == answer["scores"][answer["label"]]
