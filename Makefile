@@ -173,9 +173,6 @@ mcnemar: setup-dev
 release-dry-run:
 	BIN=$(BIN) MODEL_TAG=$(MODEL_TAG) MODEL_URI=$(MODEL_URI) BASE_IMAGE=$(BASE_IMAGE) deploy/release-dry-run.sh
 
-## Remove the virtual environment and caches (keeps runs/ and the model store)
-clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache
 ## Remove the virtual environment, caches and the built docs site (keeps runs/ and the model store)
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache site
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache site htmlcov coverage.xml .coverage
