@@ -145,7 +145,7 @@ test: lint
 test-fast: setup-dev
 	$(BIN)/python -m pytest -m "not slow"
 
-## Benchmark /classify vs its in-process limit, a LitServe peer and FastAPI+PyTorch baselines (~12.5 min, reports/)
+## Benchmark /classify vs its in-process limit, a LitServe peer and FastAPI+PyTorch baselines (~13 min, reports/)
 bench: setup-dev model
 	$(BIN)/python -m loadtest.bench --model-tag $(MODEL_TAG) $(ARGS)
 

@@ -1,6 +1,6 @@
 """Benchmark /classify against this machine's limit and against peers, every ratio in one run.
 
-    python -m loadtest.bench                 # make bench: the real model, ~12.5 minutes (745 s)
+    python -m loadtest.bench                 # make bench: the real model, ~13 minutes (787 s on 2026-12-06)
     python -m loadtest.bench --smoke         # make bench-smoke: 2 short steps, reports/smoke/
 
 A small package, one job per module:
