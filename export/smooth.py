@@ -29,6 +29,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,10 +75,9 @@ def smoothable_matmuls(model, pattern: str | None = None) -> dict[str, list]:
     return groups
 
 
-def capture_activations(
-    onnx_path: Path, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]
-) -> dict[str, list[np.ndarray]]:
-    """The named intermediate tensors of the FP32 graph, one [tokens, channels] array per batch."""
+def tapped_session(onnx_path: Path, tensors: Sequence[str]) -> Any:
+    """An unoptimized ONNX Runtime session of the FP32 graph that also outputs the named
+    intermediate tensors (smoothing and the static scales' calibration read them)."""
     import onnx
     import onnxruntime as ort
 
@@ -88,9 +88,16 @@ def capture_activations(
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(
+    return ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
+
+
+def capture_activations(
+    onnx_path: Path, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]
+) -> dict[str, list[np.ndarray]]:
+    """The named intermediate tensors of the FP32 graph, one [tokens, channels] array per batch."""
+    session = tapped_session(onnx_path, tensors)
     inputs = {i.name for i in session.get_inputs()}
     captured: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
     for feed in feeds:

@@ -79,21 +79,11 @@ def activation_ranges(
     percentile: float = 99.0,
 ) -> dict[str, tuple[float, float]]:
     """(min, max) of each of `tensors` in the float graph over the calibration texts of `reader`."""
-    import onnx
-    import onnxruntime as ort
+    from export.smooth import tapped_session
 
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
-    model = onnx.load(str(float_path))
-    known = {o.name for o in model.graph.output}
-    for name in tensors:
-        if name not in known:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = tapped_session(float_path, tensors)
     names = list(tensors)
     lows, highs = [], []
     for feed in reader:
