@@ -30,28 +30,36 @@ def docker() -> Docker:
     d.remove_all()
 
 
-@pytest.fixture(scope="session")
-def image(docker, tiny_bento_model) -> str:
-    """Tag of the image of a bento of the tiny model (BASE_IMAGE from the environment, as
-    `make container`: .ci/run sets it to the base built from Debian packages)."""
-    name = f"sentiment-service-test-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "MODEL_TAG": str(tiny_bento_model),
-        "IMAGE": name,
-        "BENTOML": str(Path(sys.executable).parent / "bentoml"),
-    }
+def build_image(model_tag: str, name: str, **env: str) -> tuple[str, str]:
+    """docker/build.sh (what `make container` runs; `BUILDER=bentoml` for `make containerize`)
+    of a bento of `model_tag` as image `name`: (the image's tag, the build's output)."""
     out = subprocess.run(
         ["bash", str(ROOT / "docker" / "build.sh")],
-        env=env,
+        env={
+            **os.environ,
+            "MODEL_TAG": model_tag,
+            "IMAGE": name,
+            "BENTOML": str(Path(sys.executable).parent / "bentoml"),
+            **env,
+        },
         check=False,
         capture_output=True,
         text=True,
         timeout=900,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    print(out.stdout)
-    tag = re.search(r"^__image__:(\S+)$", out.stdout, re.MULTILINE).group(1)
+    return re.search(r"^__image__:(\S+)$", out.stdout, re.MULTILINE).group(1), out.stdout
+
+
+@pytest.fixture(scope="session")
+def image(docker, tiny_bento_model) -> str:
+    """Tag of the image of a bento of the tiny model (BASE_IMAGE from the environment, as
+    `make container`: .ci/run sets it to the base built from Debian packages)."""
+    tag, output = build_image(
+        str(tiny_bento_model), f"sentiment-service-test-{uuid.uuid4().hex[:8]}"
+    )
+    print(output)
     yield tag
     docker.remove_all()
     docker("rmi", "-f", tag, check=False)

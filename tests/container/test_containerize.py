@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.container.conftest import build_image
 from tests.tiny import tiny_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -37,26 +35,10 @@ CLASSIFY = (
 
 @pytest.fixture(scope="module")
 def containerized(docker, tiny_bento_model) -> str:
-    name = "sentiment-service-containerize-test"
-    env = {
-        **os.environ,
-        "BUILDER": "bentoml",
-        "MODEL_TAG": str(tiny_bento_model),
-        "IMAGE": name,
-        "BENTOML": str(Path(sys.executable).parent / "bentoml"),
-    }
-    out = subprocess.run(
-        ["bash", str(ROOT / "docker" / "build.sh")],
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
+    tag, output = build_image(
+        str(tiny_bento_model), "sentiment-service-containerize-test", BUILDER="bentoml"
     )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "containerizing" in out.stdout
-    tag = re.search(r"^__image__:(\S+)$", out.stdout, re.MULTILINE).group(1)
+    assert "containerizing" in output
     yield tag
     docker("rmi", "-f", tag, check=False)
 
