@@ -209,7 +209,7 @@ def record_export(record: MlflowRecord, tag: str, metadata: Mapping) -> None:
     """Log one export (the stored model's metadata) into the training run's MLflow run.
 
     Metrics `export.fp32.*` / `export.model.*` (the stored graph), agreement, gate, sizes and
-    speeds, at step = how many exports the run had before, so a re-export keeps the history;
+    speeds, the batch-invariance gate (`export.invariance.*`), at step = how many exports the run had before, so a re-export keeps the history;
     tags `bentoml_tag` (the latest), `bentoml_tags` (all of them), `export.gate`, the graph
     settings (`export.quantization.*`, `export.optimization.*`, `export.config.*`); and the whole
     metadata as the artifact `export/<version>/metadata.json`.
@@ -227,6 +227,13 @@ def record_export(record: MlflowRecord, tag: str, metadata: Mapping) -> None:
     figures["gate"] = {
         k: metadata["gate"][k] for k in ("accuracy_drop_points", "passed", "max_accuracy_drop")
     }
+    invariance = metadata.get("invariance") or {}  # the batch-invariance gate, when it ran
+    if invariance:
+        figures["invariance"] = {
+            k: invariance[k]
+            for k in ("max_diff", "texts_over_tolerance", "label_flips", "passed", "tolerance")
+            if k in invariance
+        }
     metrics = numeric(figures, "export.")
     gate = metadata["gate"]
     verdict = "passed" if gate["passed"] else "failed, stored with --force"
@@ -234,6 +241,11 @@ def record_export(record: MlflowRecord, tag: str, metadata: Mapping) -> None:
         "bentoml_tag": tag,
         "bentoml_tags": ",".join([*previous, tag]),
         "export.gate": verdict,
+        **(
+            {"export.invariance": "passed" if invariance.get("passed") else "failed, stored anyway"}
+            if invariance
+            else {}
+        ),
         "export.quantized": str(metadata["quantized"]).lower(),
         "export.git_sha": metadata.get("git_sha") or "",
         **as_text(_settings(metadata.get("quantization") or {}), "export.quantization."),

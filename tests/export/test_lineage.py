@@ -124,6 +124,8 @@ def test_export_is_recorded_in_the_same_run(tracked, client, mlflow_run):
     assert final["export.agreement.test.agreement"] == meta["agreement"]["test"]["agreement"]
     assert final["export.gate.passed"] == 1.0
     assert tags["export.gate"] == "passed"
+    assert tags["export.invariance"] == "passed"
+    assert final["export.invariance.passed"] == 1.0 and final["export.invariance.max_diff"] <= 1e-5
     assert final["export.size_bytes.model"] == meta["size_bytes"]["model"]
     # the graph settings
     assert tags["export.quantized"] == "true"
