@@ -206,38 +206,22 @@ def test_profile_command_rebuilds_a_models_profile_from_its_run(
     monitored_model, monitored_model_dir, monitored_run_dir, tmp_path, capsys
 ):
     out = tmp_path / "profile.json"
-    assert (
-        main(
-            [
-                "profile",
-                str(monitored_run_dir),
-                "--model",
-                str(monitored_model),
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    args = [
+        "profile",
+        str(monitored_run_dir),
+        "--model",
+        str(monitored_model),
+        "--output",
+        str(out),
+    ]
+    assert main(args) == 0
     rebuilt, stored = Profile.load(out), Profile.load(monitored_model_dir / PROFILE_FILE)
     for name in ("chars", "tokens", "truncated", "unk_rate", "label"):
         assert rebuilt.features[name].edges == stored.features[name].edges
         assert rebuilt.features[name].proportions == pytest.approx(
             stored.features[name].proportions, abs=0.01
         )
-    assert (
-        main(
-            [
-                "profile",
-                str(monitored_run_dir),
-                "--model",
-                str(monitored_model),
-                "--output",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert main(args) == 2
     assert "exists" in capsys.readouterr().err
     other = tmp_path / "other-run"
     shutil.copytree(monitored_run_dir, other)
