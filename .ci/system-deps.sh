@@ -35,7 +35,9 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
     echo "starting dockerd"
-    ("${sudo[@]}" setsid dockerd >/tmp/dockerd.log 2>&1 &)
+    # fd 3 closed: the daemon must not hold the pipe of `eval "$(.ci/system-deps.sh)"` open,
+    # or the caller waits for its end as long as dockerd runs
+    ("${sudo[@]}" setsid dockerd </dev/null >/tmp/dockerd.log 2>&1 3>&- &)
     for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
     docker info >/dev/null 2>&1 || { tail -20 /tmp/dockerd.log; exit 1; }
 fi
