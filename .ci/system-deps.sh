@@ -36,8 +36,8 @@ fi
 DOCKERD_LOG="${DOCKERD_LOG:-/tmp/dockerd.log}"
 if ! docker info >/dev/null 2>&1; then
     echo "starting dockerd"
-    # fd 3 closed: the daemon must not hold the pipe of `eval "$(.ci/system-deps.sh)"` open,
-    # or the caller waits for its end as long as dockerd runs
+    # fd 3 closed: the daemon must not hold the pipe of the caller's `$(.ci/system-deps.sh)`
+    # open, or the caller waits for its end as long as dockerd runs
     ("${sudo[@]}" setsid dockerd </dev/null >"$DOCKERD_LOG" 2>&1 3>&- &)
     for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
     docker info >/dev/null 2>&1 || { tail -20 "$DOCKERD_LOG"; exit 1; }

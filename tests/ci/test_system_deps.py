@@ -1,6 +1,6 @@
 """`.ci/system-deps.sh`, the set-up of `.ci/run` and the CI workflow: `.ci/run` reads its output
-with `eval "$(.ci/system-deps.sh)"`, so the call must end while the Docker daemon it started
-keeps running. Stand-ins for docker, dockerd, wrk and sudo on PATH; nothing is installed."""
+through a command substitution, so the call must end while the Docker daemon it started keeps
+running. Stand-ins for docker, dockerd, wrk and sudo on PATH; nothing is installed."""
 
 from __future__ import annotations
 
@@ -61,3 +61,29 @@ def test_eval_of_system_deps_returns_while_the_daemon_it_started_runs(stub_path:
     assert "starting dockerd" in done.stderr
     assert done.stdout.strip().splitlines()[-1] == "base=example.org/base:1"
     os.kill(int((stub_path / "dockerd.pid").read_text()), 0)  # the daemon is still up
+
+
+def test_ci_run_stops_when_the_system_parts_fail(tmp_path: Path):
+    """`.ci/run` with a system-deps script that fails: no `make test` on a half-set-up machine."""
+    (tmp_path / ".ci").mkdir()
+    (tmp_path / ".ci" / "run").write_text((ROOT / ".ci" / "run").read_text())
+    deps = tmp_path / ".ci" / "system-deps.sh"
+    deps.write_text("#!/bin/sh\necho 'export BASE_IMAGE=x'\necho 'no docker' >&2\nexit 1\n")
+    deps.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    make = bin_dir / "make"
+    make.write_text(f"#!/bin/sh\ntouch {tmp_path}/make-ran\n")
+    make.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", str(tmp_path / ".ci" / "run")],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "no docker" in done.stderr
+    assert not (tmp_path / "make-ran").exists()
