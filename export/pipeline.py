@@ -119,7 +119,8 @@ def _steps(run, rows: dict, config: ExportConfig, work: Path, steps) -> ExportRe
 
     steps.set_postfix_str("smooth")
     source, smoothing = fp32_path, None
-    texts = calibration_texts(run.rows("train"), config.calibration_rows)
+    # what smoothing and the static activation scales calibrate on; --no-quantize needs none
+    texts = calibration_texts(run.rows("train"), config.calibration_rows) if config.quantize else []
     if config.quantize and config.smooth:
         source, smoothing = smooth_graph(fp32_path, work / "smoothed", tokenizer, texts, config)
     steps.update()

@@ -192,9 +192,10 @@ def concurrent_batches(n: int) -> bool:
 
     async def widened_controller(self: Any) -> None:
         sema = self._sema
-        if isinstance(sema, semaphore) and sema.sema == 1 and not getattr(self, "_widened", 0):
-            self._sema = semaphore(n)  # nothing in flight yet: the controller has not run
-            self._widened = n
+        # still BentoML's one-slot semaphore (a widened one holds n > 1): nothing is in flight
+        # yet, the controller has not run
+        if n > 1 and isinstance(sema, semaphore) and sema.sema == 1:
+            self._sema = semaphore(n)
         await controller(self)
 
     dispatcher.single_batch_controller = controller

@@ -32,8 +32,12 @@ BAD = {  # row -> (value, the error both engines must give)
 @pytest.fixture(scope="module")
 def local_ray():
     """A small local Ray for this module (the engine uses it and leaves it running)."""
-    ray.init(
-        num_cpus=2, object_store_memory=200_000_000, include_dashboard=False, log_to_driver=False
+    ray.init(  # "local": never a cluster that $RAY_ADDRESS or an earlier `ray start` names
+        address="local",
+        num_cpus=2,
+        object_store_memory=200_000_000,
+        include_dashboard=False,
+        log_to_driver=False,
     )
     try:
         yield ray.get_runtime_context().gcs_address
