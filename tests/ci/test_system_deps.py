@@ -24,12 +24,22 @@ STUBS = {
 }
 
 
+def script(path: Path, body: str) -> None:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+
+
+def bash(args: list[str], env: dict, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """bash ARGS, bounded: a call that hangs fails the test at 60 s."""
+    return subprocess.run(
+        ["bash", *args], check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 @pytest.fixture
 def stub_path(tmp_path: Path):
     for name, body in STUBS.items():
-        path = tmp_path / name
-        path.write_text("#!/bin/sh\n" + body)
-        path.chmod(0o755)
+        script(tmp_path / name, body)
     yield tmp_path
     pid_file = tmp_path / "dockerd.pid"
     if pid_file.exists():
@@ -46,17 +56,8 @@ def test_eval_of_system_deps_returns_while_the_daemon_it_started_runs(stub_path:
         "BASE_IMAGE": "example.org/base:1",  # given: nothing is pulled or built
         "DOCKERD_LOG": str(stub_path / "dockerd.log"),
     }
-    script = 'eval "$(.ci/system-deps.sh)" && echo "base=$BASE_IMAGE"'
     # before the fix the daemon held the pipe open and this call never ended
-    done = subprocess.run(
-        ["bash", "-c", script],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = bash(["-c", 'eval "$(.ci/system-deps.sh)" && echo "base=$BASE_IMAGE"'], env, ROOT)
     assert done.returncode == 0, done.stderr
     assert "starting dockerd" in done.stderr
     assert done.stdout.strip().splitlines()[-1] == "base=example.org/base:1"
@@ -67,23 +68,14 @@ def test_ci_run_stops_when_the_system_parts_fail(tmp_path: Path):
     """`.ci/run` with a system-deps script that fails: no `make test` on a half-set-up machine."""
     (tmp_path / ".ci").mkdir()
     (tmp_path / ".ci" / "run").write_text((ROOT / ".ci" / "run").read_text())
-    deps = tmp_path / ".ci" / "system-deps.sh"
-    deps.write_text("#!/bin/sh\necho 'export BASE_IMAGE=x'\necho 'no docker' >&2\nexit 1\n")
-    deps.chmod(0o755)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    make = bin_dir / "make"
-    make.write_text(f"#!/bin/sh\ntouch {tmp_path}/make-ran\n")
-    make.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    done = subprocess.run(
-        ["bash", str(tmp_path / ".ci" / "run")],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    script(
+        tmp_path / ".ci" / "system-deps.sh",
+        "echo 'export BASE_IMAGE=x'\necho 'no docker' >&2\nexit 1\n",
     )
+    (tmp_path / "bin").mkdir()
+    script(tmp_path / "bin" / "make", f"touch {tmp_path}/make-ran\n")
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    done = bash([str(tmp_path / ".ci" / "run")], env)
     assert done.returncode == 1, done.stderr
     assert "no docker" in done.stderr
     assert not (tmp_path / "make-ran").exists()
