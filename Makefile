@@ -135,11 +135,11 @@ docs-serve: setup-dev
 
 # Coverage of the code the tests import (subprocesses such as servers not measured); the floor is
 # [tool.coverage.report] fail_under in pyproject. Reports: the terminal, coverage.xml, htmlcov/.
-COVERAGE := --cov --cov-report=term-missing:skip-covered --cov-report=xml --cov-report=html --durations=15
+COVERAGE := --cov --cov-report=term-missing:skip-covered --cov-report=xml --cov-report=html
 
 ## Run the lint checks and the whole test suite (slow tests included) with coverage, as CI does
 test: lint
-	$(BIN)/python -m pytest $(COVERAGE)
+	$(BIN)/python -m pytest $(COVERAGE) --durations=15
 
 ## Run only the fast tests
 test-fast: setup-dev

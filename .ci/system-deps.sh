@@ -5,7 +5,7 @@
 #   reach here; CHROMIUM names another browser, e.g. the GitHub runner's Chrome, then none is
 #   installed);
 # - Docker (Debian's docker.io: its client builds with BuildKit) when no dockerd exists, started
-#   when no daemon answers;
+#   when no daemon answers (its log: DOCKERD_LOG, default /tmp/dockerd.log);
 # - wrk, the benchmark's low-overhead load generator (the smoke benchmark runs it);
 # - the image's base: BASE_IMAGE if given; else python:3.11-slim when Docker Hub answers; else one
 #   built from Debian packages (docker/base-image.sh, debootstrap, about 2 minutes; kept while
